@@ -1,0 +1,303 @@
+"""The SDK client: one per process, created by :func:`init`, a no-op before that.
+
+The application's thread only builds a small dict and calls :meth:`Client.emit`; everything
+costly (user-id hashing, text redaction, pricing, contract validation, JSON) happens on the
+sender thread in :meth:`Client.prepare`.
+
+    >>> import aipulse
+    >>> aipulse.record(feature="chat", model="gpt-4o", latency_ms=5.0)   # before init: no-op
+    '...'
+    >>> aipulse.stats()["enabled"]
+    False
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import contract
+from .config import Config
+from .costs import Pricer
+from .governance import Governance
+from .transport import DROP_REASONS, Invalid, Transport
+
+log = logging.getLogger("aipulse")
+
+# Estimated bytes of one event without free text, used for the buffer's byte bound.
+EVENT_BASE_BYTES = 512
+ATTRIBUTE_EST_BYTES = 48
+
+_INTERACTION_FIELDS = frozenset(contract.Interaction.model_fields) | {"kind"}
+_MODELS = {"interaction": contract.Interaction, "feedback": contract.Feedback, "evaluation": contract.Evaluation}
+
+# ---------------------------------------------------------------- ids
+
+# A random per-process prefix and a counter: unique like a uuid4, ten times cheaper to make.
+_id_prefix = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def new_id() -> str:
+    """A new event id (26 hex characters), unique across processes and forks."""
+    return f"{_id_prefix}{next(_id_counter):010x}"
+
+
+def _new_id_space() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(8).hex()
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_space)
+
+
+def estimate_bytes(fields: dict) -> int:
+    """Cheap upper-ish estimate of an event's wire size, for the buffer's byte bound."""
+    n = EVENT_BASE_BYTES
+    for name in ("prompt", "response", "correction", "comment"):
+        text = fields.get(name)
+        if text is not None:
+            n += len(text) if isinstance(text, str) else EVENT_BASE_BYTES
+    attrs = fields.get("attributes")
+    if attrs:
+        n += ATTRIBUTE_EST_BYTES * len(attrs)
+    return n
+
+
+# ---------------------------------------------------------------- clients
+
+
+class NoopClient:
+    """Answers every call before :func:`init` (or with ``disabled=True``): nothing is sent."""
+
+    enabled = False
+    config: Config | None = None
+
+    def emit(self, kind: str, fields: dict, nbytes: int = EVENT_BASE_BYTES) -> bool:
+        return False
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {"enabled": False, "emitted": 0, "sent": 0, "dropped": {r: 0 for r in DROP_REASONS},
+                "queued": 0, "queue_events": 0, "queue_bytes": 0, "inflight_events": 0,
+                "inflight_bytes": 0, "kafka_connected": False}
+
+
+class Client:
+    """Owns the transport and the per-event preparation done on the sender thread."""
+
+    enabled = True
+
+    def __init__(self, config: Config, producer_factory: Any = None):
+        self.config = config
+        self._service = config.service
+        self._governance = Governance(config)
+        self._pricer = Pricer(config.price_overrides)
+        self.transport = Transport(config, self.prepare, producer_factory)
+        self._submit = self.transport.submit
+
+    def emit(self, kind: str, fields: dict, nbytes: int = EVENT_BASE_BYTES) -> bool:
+        """Queue one event dict (caller's thread). Never raises, never blocks."""
+        return self._submit((kind, fields), nbytes)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self.transport.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.transport.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        st = self.transport.stats()
+        st["enabled"] = True
+        return st
+
+    # ------------------------------------------------ sender thread
+
+    def prepare(self, item: tuple[str, dict]) -> tuple[bytes, bytes, int]:
+        """Event dict -> (key, JSON value, timestamp ms); raises :class:`Invalid`."""
+        kind, fields = item
+        event = dict(fields)
+        event["kind"] = kind
+        event.setdefault("service", self._service)
+        if kind == "interaction":
+            _fold_extras(event)
+            self._governance.apply(event)
+            self._pricer.fill(event)
+        elif kind == "feedback":
+            self._governance.apply(event)
+        model_cls = _MODELS[kind]
+        try:
+            model = model_cls.model_validate(event)
+        except ValidationError as err:
+            raise Invalid(f"{kind}: {contract._reason(err)}"[:500]) from None
+        value = model.model_dump_json(exclude_none=True).encode()
+        return model.key, value, int(model.ts.timestamp() * 1000)
+
+
+def _fold_extras(event: dict) -> None:
+    """Keywords that are not contract fields become ``attributes`` (instead of being lost)."""
+    extras = [k for k in event if k not in _INTERACTION_FIELDS]
+    if not extras:
+        return
+    attrs = dict(event.get("attributes") or {})
+    for k in extras:
+        v = event.pop(k)
+        if not (v is None or isinstance(v, (str, int, float, bool))):
+            v = str(v)[: contract.MAX_ATTRIBUTE_LEN]
+        elif isinstance(v, float) and not math.isfinite(v):
+            v = None
+        attrs.setdefault(k, v)
+    event["attributes"] = attrs
+
+
+# ---------------------------------------------------------------- the process-wide client
+
+_client: Client | NoopClient = NoopClient()
+_lock = threading.Lock()
+_atexit_registered = False
+
+
+def get_client() -> Client | NoopClient:
+    return _client
+
+
+def init(**options: Any) -> Client | NoopClient:
+    """Configure the SDK from ``options`` and ``AIPULSE_*`` variables; see :mod:`aipulse.config`.
+
+    Raises ``ValueError`` at once for a bad option. Calling ``init`` again replaces the client
+    (the old one is flushed and closed). Returns the client.
+    """
+    global _client, _atexit_registered
+    producer_factory = options.pop("producer_factory", None)
+    config = Config.load(**options)
+    new: Client | NoopClient = NoopClient() if config.disabled else Client(config, producer_factory)
+    with _lock:
+        old, _client = _client, new
+        if not _atexit_registered:
+            atexit.register(_close_at_exit)
+            _atexit_registered = True
+    old.close()
+    return new
+
+
+def _close_at_exit() -> None:
+    try:
+        _client.close()
+    except Exception:  # never let our shutdown spoil the app's exit
+        log.debug("aipulse: close at exit failed", exc_info=True)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait up to ``timeout`` seconds for queued events to be sent or dropped.
+
+    Returns ``True`` when nothing is left pending.
+    """
+    try:
+        return _client.flush(timeout)
+    except Exception:
+        log.debug("aipulse: flush failed", exc_info=True)
+        return False
+
+
+def close(timeout: float | None = None) -> None:
+    """Flush with a deadline, then stop; later events are no-ops. Also runs at exit."""
+    global _client
+    with _lock:
+        old, _client = _client, NoopClient()
+    try:
+        old.close(timeout)
+    except Exception:
+        log.debug("aipulse: close failed", exc_info=True)
+
+
+def stats() -> dict[str, Any]:
+    """``{"emitted", "sent", "dropped": {reason: n}, "queued", ...}`` of the current client.
+
+    ``emitted == sent + sum(dropped.values()) + queued`` at all times.
+    """
+    return _client.stats()
+
+
+def record(**fields: Any) -> str:
+    """Emit one complete interaction measured elsewhere (give ``latency_ms``; ``ts`` defaults to now).
+
+        >>> iid = record(feature="import", model="gpt-4o", latency_ms=812.0, ts=1700000000)
+
+    Returns the interaction id (``interaction_id``, else ``event_id``, else a new one).
+    """
+    try:
+        iid = fields.get("interaction_id") or fields.get("event_id")
+        if not iid:
+            iid = fields["event_id"] = new_id()
+        elif "event_id" not in fields:
+            fields["event_id"] = new_id()
+        if "ts" not in fields:
+            fields["ts"] = time.time()
+        _client.emit("interaction", fields, estimate_bytes(fields))
+        return iid
+    except Exception:  # pragma: no cover - the guard
+        return ""
+
+
+def feedback(interaction_id: str, feedback_type: str, *, score: float | None = None,
+             user_id: str | None = None, correction: str | None = None, comment: str | None = None,
+             **fields: Any) -> str:
+    """Record what a user or operator said about an interaction, later.
+
+    ``feedback_type``: thumbs_up, thumbs_down, task_completed, task_failed,
+    escalation_resolved, human_correction. Returns the feedback's event id.
+
+        >>> eid = feedback("0123abcd", "thumbs_down", comment="wrong invoice total")
+    """
+    try:
+        fields["interaction_id"] = interaction_id
+        fields["feedback_type"] = feedback_type
+        for name, value in (("score", score), ("user_id", user_id), ("correction", correction),
+                            ("comment", comment)):
+            if value is not None:
+                fields[name] = value
+        eid = fields.setdefault("event_id", new_id())
+        fields.setdefault("ts", time.time())
+        _client.emit("feedback", fields, estimate_bytes(fields))
+        return eid
+    except Exception:  # pragma: no cover - the guard
+        return ""
+
+
+def evaluate(interaction_id: str, *, correct: bool | None = None, score: float | None = None,
+             source: str = "ground_truth", evaluator: str = "", label: str = "", **fields: Any) -> str:
+    """Judge an interaction's answer: ``correct`` and/or ``score`` (0..1), with its ``source``
+    (ground_truth, shadow, human, auto). Returns the evaluation's event id.
+
+        >>> eid = evaluate("0123abcd", correct=True, source="human", evaluator="qa-team")
+    """
+    try:
+        fields["interaction_id"] = interaction_id
+        fields["source"] = source
+        if correct is not None:
+            fields["correct"] = correct
+        if score is not None:
+            fields["score"] = score
+        if evaluator:
+            fields["evaluator"] = evaluator
+        if label:
+            fields["label"] = label
+        eid = fields.setdefault("event_id", new_id())
+        fields.setdefault("ts", time.time())
+        _client.emit("evaluation", fields, EVENT_BASE_BYTES)
+        return eid
+    except Exception:  # pragma: no cover - the guard
+        return ""
