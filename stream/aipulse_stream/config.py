@@ -1,0 +1,100 @@
+"""One validated configuration for every stage of the stack, read from the environment.
+
+Every default a user might tune is a named field here, with the environment variable that
+sets it (``AIPULSE_`` + the field name in capitals)::
+
+    >>> from aipulse_stream.config import Settings
+    >>> s = Settings.from_env({"AIPULSE_TOPIC_PARTITIONS": "8"})
+    >>> s.topic, s.topic_partitions
+    ('aipulse.events', 8)
+
+A bad value fails at once with one line naming the variable (:class:`ConfigError`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "AIPULSE_"
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, worded as one line saying what to fix."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Where things are. Unset bootstrap/URL means "the local stack started by `aipulse up`".
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers host:port[,host:port]")
+    clickhouse_url: str | None = Field(
+        None, description="ClickHouse HTTP URL, e.g. http://user:pass@host:8123; unset = local chDB endpoint"
+    )
+    home: Path = Field(Path(".aipulse"), description="state folder of the local stack (pids, logs, data)")
+
+    # Topics.
+    topic: str = "aipulse.events"
+    dlq_topic: str = "aipulse.events.dlq"
+    alerts_topic: str = "aipulse.alerts"
+    topic_partitions: int = Field(4, ge=1, le=1024)
+
+    # Storage.
+    database: str = Field("aipulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    raw_ttl_days: int = Field(90, ge=1, description="raw events are kept this long")
+    metrics_ttl_days: int = Field(400, ge=1, description="window rows and rollups are kept this long")
+
+    # Worker.
+    worker_group: str = Field("aipulse-worker", description="Faust app id = Kafka consumer group")
+    batch_max_events: int = Field(5000, ge=1, description="events per insert batch at most")
+    batch_max_wait_s: float = Field(0.5, gt=0, description="a batch is flushed after this long at most")
+    max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger messages go to the DLQ")
+    max_future_s: float = Field(600, ge=0, description="events with ts further ahead of now go to the DLQ")
+    max_past_s: float = Field(30 * 86400, ge=0, description="events with ts further behind now go to the DLQ")
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = a free port")
+    insert_retry_max_s: float = Field(30, gt=0, description="longest backoff between insert retries")
+
+    # Windowed metrics.
+    window_s: int = Field(10, ge=1, le=3600, description="base tumbling window, seconds")
+    allowed_lateness_s: int = Field(60, ge=0, description="events behind the watermark by more are counted late")
+    offset_block: int = Field(2000, ge=1, description="offsets per idempotent contribution row (see docs)")
+    low_confidence_threshold: float = Field(0.5, ge=0, le=1)
+    join_horizon_s: int = Field(7 * 86400, ge=1, description="feedback later than this after its interaction is orphaned")
+
+    # Alerting.
+    alertmanager_url: str | None = Field(None, description="Alertmanager base URL; unset = the local one")
+    alert_webhook_url: str | None = Field(None, description="where the local Alertmanager delivers notifications")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build from ``AIPULSE_*`` variables (empty values count as unset), then ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw.strip() != "":
+                values[name] = raw.strip()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            e = err.errors()[0]
+            field = str(e["loc"][0]) if e.get("loc") else "?"
+            raise ConfigError(
+                f"bad setting {ENV_PREFIX}{field.upper()}={values.get(field)!r}: {e['msg']}"
+            ) from None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home.resolve()
+
+
+def env_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README's table comes from here."""
+    rows = []
+    for name, f in Settings.model_fields.items():
+        default = f.default if f.default is not None else ""
+        rows.append((ENV_PREFIX + name.upper(), str(default), f.description or ""))
+    return rows

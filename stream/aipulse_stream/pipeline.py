@@ -1,0 +1,202 @@
+"""The worker's batch pipeline, independent of Faust: validate, dead-letter, store, aggregate.
+
+``process(batch)`` takes the messages of one batch (any partitions, in offset order per
+partition) and returns, per partition, the highest offset that may now be acked. It returns
+only after everything up to that offset is durably stored; storage failures are retried with
+backoff inside (the batch is held, so nothing unstored is ever committed)::
+
+    pipeline = Pipeline(settings, dlq_send=send)
+    await pipeline.start()                      # connects, applies migrations
+    ackable = await pipeline.process(messages)  # {partition: offset}
+
+Window metrics (transforms/windows.py) write each window's contribution per (partition,
+offset block) as a row replaced on replay; offsets are acked only up to complete, stored
+blocks, so a restarted worker recomputes the open block from its start (see docs/architecture.md).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from . import selfmetrics as m
+from .config import Settings
+from .sinks.raw_events import column_names, rows_by_table
+from .sinks.retry import retry
+from .storage.clickhouse import connect
+from .storage.migrations import migrate
+from .transforms.validate import Rejected, Validator
+
+log = logging.getLogger("aipulse.pipeline")
+
+DlqSend = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Message:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Pipeline:
+    """One lifecycle: ``start()`` then ``process()`` any number of times, then ``stop()``."""
+
+    def __init__(self, settings: Settings, dlq_send: DlqSend, topic: str | None = None):
+        self.settings = settings
+        self.topic = topic or settings.topic
+        self.validator = Validator(settings)
+        self._dlq_send = dlq_send
+        # clickhouse-connect clients are not for concurrent use: one thread owns the client,
+        # and blocking HTTP calls stay off the event loop (Faust's heartbeats keep running).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aipulse-ch")
+        self._client = None
+        self._stored_upto: dict[int, int] = {}  # partition -> highest offset already in raw tables
+        self.metrics = None  # the window-metrics stage, set in start() when available
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        await retry(self._in_thread(self._connect_and_migrate), "connect to ClickHouse and migrate",
+                    self.settings.insert_retry_max_s)
+        self.metrics = self._make_metrics_stage()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Safe without start and safe twice."""
+        self._started = False
+        if self._client is not None:
+            client, self._client = self._client, None
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
+            except Exception:
+                pass
+        self._executor.shutdown(wait=False)
+
+    def _connect_and_migrate(self) -> None:
+        client = connect(self.settings)
+        applied = migrate(client, self.settings)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        self._client = client
+
+    def _make_metrics_stage(self):
+        try:
+            from .metrics_stage import MetricsStage
+        except ImportError:  # the stage is optional while it is being built
+            return None
+        return MetricsStage(self.settings, self.topic, self._run_sql)
+
+    def _in_thread(self, fn, *args):
+        loop = asyncio.get_running_loop()
+
+        async def call():
+            return await loop.run_in_executor(self._executor, fn, *args)
+
+        return call
+
+    def _run_sql(self, fn):
+        """Run fn(client) on the ClickHouse thread (used by the metrics stage's lookups)."""
+        return fn(self._client)
+
+    # -- partitions ----------------------------------------------------------------------
+    def revoke(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self._stored_upto.pop(p, None)
+        if self.metrics is not None:
+            self.metrics.revoke(partitions)
+
+    def _load_stored_upto(self, partitions: list[int]) -> None:
+        new = [p for p in partitions if p not in self._stored_upto]
+        if not new:
+            return
+        db = self.settings.database
+        plist = ",".join(str(int(p)) for p in new)
+        sql = " UNION ALL ".join(
+            f"SELECT _partition, max(_offset) FROM {db}.{t} WHERE _partition IN ({plist}) GROUP BY _partition"
+            for t in ("interactions", "feedback", "evaluations")
+        )
+        found = {p: -1 for p in new}
+        for p, off in self._client.query(sql).result_rows:
+            found[int(p)] = max(found[int(p)], int(off))
+        self._stored_upto.update(found)
+
+    # -- the batch -----------------------------------------------------------------------
+    async def process(self, batch: list[Message]) -> dict[int, int]:
+        if not batch:
+            return {}
+        m.BATCH_SIZE.observe(len(batch))
+        m.CONSUMED.labels(self.topic).inc(len(batch))
+        partitions = sorted({msg.partition for msg in batch})
+        await retry(self._in_thread(self._load_stored_upto, partitions), "read stored offsets",
+                    self.settings.insert_retry_max_s)
+        now = time.time()
+        valid = []
+        rejected = []
+        for msg in batch:
+            result = self.validator.check(msg.value, now)
+            if isinstance(result, Rejected):
+                rejected.append((msg, result.reason))
+            else:
+                valid.append((msg.partition, msg.offset, result))
+
+        # Dead letters first: once they are on the DLQ topic, their offsets may be acked.
+        fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored_upto.get(msg.partition, -1)]
+        if fresh_rejects:
+            await retry(lambda: self._send_dead_letters(fresh_rejects), "send to the dead-letter topic",
+                        self.settings.insert_retry_max_s)
+
+        # Raw events: skip what a previous run already stored (a replay after a crash).
+        to_store = [(p, o, ev) for p, o, ev in valid if o > self._stored_upto.get(p, -1)]
+        if to_store:
+            for table, rows in rows_by_table(to_store).items():
+                await retry(self._in_thread(self._insert, table, rows), f"insert into {table}",
+                            self.settings.insert_retry_max_s,
+                            on_failure=lambda _e, t=table: m.INSERT_FAILURES.labels(t).inc())
+                m.STORED.labels(table).inc(len(rows))
+            for p, o, _ in to_store:
+                if o > self._stored_upto.get(p, -1):
+                    self._stored_upto[p] = o
+
+        last = {}
+        for msg in batch:
+            last[msg.partition] = max(last.get(msg.partition, -1), msg.offset)
+        if self.metrics is None:
+            return last
+        return await self.metrics.process(valid, last, self._in_thread)
+
+    def _insert(self, table: str, rows: list[list]) -> None:
+        started = time.perf_counter()
+        self._client.insert(f"{self.settings.database}.{table}", rows, column_names=column_names(table))
+        m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
+
+    async def _send_dead_letters(self, rejected: list[tuple[Message, str]]) -> None:
+        for msg, reason in rejected:
+            headers = [
+                ("aipulse-reason", reason.encode("utf-8", errors="replace")[:1000]),
+                ("aipulse-source", f"{self.topic}/{msg.partition}/{msg.offset}".encode()),
+            ]
+            await self._dlq_send(msg.key, msg.value, headers)
+        for _, reason in rejected:
+            m.DEAD_LETTERED.labels(_reason_label(reason)).inc()
+
+
+def _reason_label(reason: str) -> str:
+    """A low-cardinality label for the DLQ counter (the full reason travels in the header)."""
+    if reason.startswith("not JSON"):
+        return "not_json"
+    if reason.startswith("message of"):
+        return "oversized"
+    if reason.startswith("kind must"):
+        return "unknown_kind"
+    if reason.startswith("ts is"):
+        return "ts_out_of_range"
+    if reason.startswith("empty"):
+        return "empty"
+    return "invalid_fields"

@@ -1,0 +1,60 @@
+"""The one way the stack reaches ClickHouse: clickhouse-connect over HTTP, from one URL.
+
+``AIPULSE_CLICKHOUSE_URL`` points at a ClickHouse server (``http://user:pass@host:8123``);
+unset, the local stack's chDB endpoint is used (see aipulse_local.clickhouse_endpoint)::
+
+    >>> client = connect(Settings.from_env())   # doctest: +SKIP
+    >>> client.query("SELECT 1").result_rows     # doctest: +SKIP
+    [(1,)]
+"""
+from __future__ import annotations
+
+from urllib.parse import unquote, urlparse
+
+import clickhouse_connect
+
+from ..config import Settings
+
+
+class ClickHouseUnavailable(RuntimeError):
+    """ClickHouse could not be reached; the message says what to do."""
+
+
+def client_for_url(url: str, **kwargs):
+    u = urlparse(url)
+    if u.scheme not in ("http", "https"):
+        raise ClickHouseUnavailable(f"AIPULSE_CLICKHOUSE_URL {url!r} must start with http:// or https://")
+    try:
+        return clickhouse_connect.get_client(
+            host=u.hostname or "127.0.0.1",
+            port=u.port or (8443 if u.scheme == "https" else 8123),
+            username=unquote(u.username) if u.username else "default",
+            password=unquote(u.password) if u.password else "",
+            secure=u.scheme == "https",
+            connect_timeout=kwargs.pop("connect_timeout", 5),
+            send_receive_timeout=kwargs.pop("send_receive_timeout", 120),
+            **kwargs,
+        )
+    except Exception as err:  # clickhouse-connect raises several types for "not there"
+        raise ClickHouseUnavailable(
+            f"cannot reach ClickHouse at {u.scheme}://{u.hostname}:{u.port}: {str(err).splitlines()[0][:200]}"
+            " (start the local stack with `aipulse up`, or set AIPULSE_CLICKHOUSE_URL to a running server)"
+        ) from None
+
+
+def resolve_url(settings: Settings) -> str:
+    """The configured URL, else the running local endpoint's, else a clear error."""
+    if settings.clickhouse_url:
+        return settings.clickhouse_url
+    from aipulse_local.state import StackState
+
+    comp = StackState(settings.state_dir).get("clickhouse")
+    if comp and comp.get("address"):
+        return f"http://{comp['address']}"
+    raise ClickHouseUnavailable(
+        "no ClickHouse configured: run `aipulse up` to start the local stack, or set AIPULSE_CLICKHOUSE_URL"
+    )
+
+
+def connect(settings: Settings, **kwargs):
+    return client_for_url(resolve_url(settings), **kwargs)
