@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .process import check_port_free, free_port, spawn, wait_until
+from .process import check_port_free, http_ok, free_port, spawn, wait_until
 
 START_TIMEOUT_S = 60
 
@@ -24,11 +23,7 @@ class ClickHouseProcess:
 
 
 def ping(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=1) as r:
-            return r.status == 200
-    except Exception:
-        return False
+    return http_ok(url.rstrip("/") + "/ping")
 
 
 def start_clickhouse(data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> ClickHouseProcess:

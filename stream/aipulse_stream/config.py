@@ -33,6 +33,8 @@ class Settings(BaseModel):
     clickhouse_url: str | None = Field(
         None, description="ClickHouse HTTP URL, e.g. http://user:pass@host:8123; unset = local chDB endpoint"
     )
+    kafka_port: int = Field(0, ge=0, le=65535, description="port of the local Kafka broker; 0 = a free port")
+    clickhouse_port: int = Field(0, ge=0, le=65535, description="port of the local ClickHouse endpoint; 0 = a free port")
     home: Path = Field(Path(".aipulse"), description="state folder of the local stack (pids, logs, data)")
 
     # Topics.

@@ -1,0 +1,216 @@
+"""The local stack: `aipulse up`, `aipulse down`, `aipulse status`.
+
+Starts what is not yet running (Kafka, the ClickHouse endpoint unless AIPULSE_CLICKHOUSE_URL
+is set, one worker, Alertmanager when installed) and returns when each is healthy. State
+lives in one git-ignored folder (AIPULSE_HOME, default ./.aipulse)::
+
+    >>> from aipulse_local.stack import up, status, down        # doctest: +SKIP
+    >>> up(Settings.from_env())                                  # doctest: +SKIP
+    >>> status(Settings.from_env())["kafka"]["healthy"]          # doctest: +SKIP
+    True
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from aipulse_stream.config import Settings
+
+from .clickhouse import ping, start_clickhouse
+from .kafka import _ready as kafka_ready
+from .kafka import ensure_topics, start_kafka
+from .process import StackError, free_port, http_ok, spawn, stop_pid, wait_until
+from .state import StackState, pid_alive
+
+WORKER_START_TIMEOUT_S = 90
+ORDER = ("kafka", "clickhouse", "worker", "alertmanager")  # start order; stop is the reverse
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    comp = StackState(settings.state_dir).get("kafka")
+    if comp and pid_alive(comp.get("pid")):
+        return comp["address"]
+    raise StackError("Kafka is not running: start the local stack with `aipulse up` or set AIPULSE_KAFKA_BOOTSTRAP")
+
+
+def clickhouse_url(settings: Settings) -> str:
+    if settings.clickhouse_url:
+        return settings.clickhouse_url
+    comp = StackState(settings.state_dir).get("clickhouse")
+    if comp and pid_alive(comp.get("pid")):
+        return f"http://{comp['address']}"
+    raise StackError("ClickHouse is not running: start the local stack with `aipulse up` or set AIPULSE_CLICKHOUSE_URL")
+
+
+def worker_env(settings: Settings, metrics_port: int, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "AIPULSE_HOME": str(settings.state_dir),
+        "AIPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap(settings),
+        "AIPULSE_CLICKHOUSE_URL": clickhouse_url(settings),
+        "AIPULSE_WORKER_METRICS_PORT": str(metrics_port),
+    })
+    env.update(extra or {})
+    return env
+
+
+def worker_ready(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=1) as r:
+            body = r.read().decode()
+    except Exception:
+        return False
+    return "\naipulse_worker_ready 1.0" in body
+
+
+def start_worker(settings: Settings, name: str = "worker", extra_env: dict | None = None) -> dict:
+    """Start one worker process (several may share the consumer group) and wait until ready."""
+    state = StackState(settings.state_dir)
+    port = free_port()
+    log_path = settings.state_dir / f"{name}.log"
+    pid = spawn([sys.executable, "-m", "aipulse_stream.worker"], log_path, env=worker_env(settings, port, extra_env))
+    address = f"127.0.0.1:{port}"
+    wait_until(lambda: worker_ready(address), WORKER_START_TIMEOUT_S, pid, f"the {name}", log_path)
+    info = {"pid": pid, "address": address, "log": str(log_path), "kind": "worker"}
+    state.put(name, **info)
+    return info
+
+
+def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> dict:
+    """Start whatever is not running; return status()."""
+    home = settings.state_dir
+    home.mkdir(parents=True, exist_ok=True)
+    state = StackState(home)
+
+    if settings.kafka_bootstrap:
+        progress(f"kafka: using {settings.kafka_bootstrap} (AIPULSE_KAFKA_BOOTSTRAP)")
+    else:
+        comp = state.get("kafka")
+        if comp and pid_alive(comp.get("pid")):
+            progress(f"kafka: already running at {comp['address']}")
+        else:
+            progress("kafka: starting the broker (first run fetches its jars from Maven Central)...")
+            k = start_kafka(home / "kafka", port=settings.kafka_port, partitions=settings.topic_partitions)
+            state.put("kafka", pid=k.pid, address=k.bootstrap, log=str(k.log), kind="kafka")
+            progress(f"kafka: up at {k.bootstrap}")
+    ensure_topics(kafka_bootstrap(settings), {
+        settings.topic: settings.topic_partitions,
+        settings.dlq_topic: settings.topic_partitions,
+        settings.alerts_topic: 1,
+    })
+
+    if settings.clickhouse_url:
+        progress("clickhouse: using AIPULSE_CLICKHOUSE_URL")
+    else:
+        comp = state.get("clickhouse")
+        if comp and pid_alive(comp.get("pid")):
+            progress(f"clickhouse: already running at {comp['address']}")
+        else:
+            progress("clickhouse: starting the local chDB endpoint...")
+            c = start_clickhouse(home / "clickhouse" / "data", port=settings.clickhouse_port)
+            state.put("clickhouse", pid=c.pid, address=f"{c.host}:{c.port}", log=str(c.log), kind="clickhouse")
+            progress(f"clickhouse: up at {c.url}")
+
+    from aipulse_stream.storage.clickhouse import client_for_url
+    from aipulse_stream.storage.migrations import migrate
+
+    client = client_for_url(clickhouse_url(settings))
+    applied = migrate(client, settings)
+    client.close()
+    if applied:
+        progress("clickhouse: applied migrations " + ", ".join(applied))
+
+    if worker:
+        comp = state.get("worker")
+        if comp and pid_alive(comp.get("pid")):
+            progress(f"worker: already running (pid {comp['pid']})")
+        else:
+            progress("worker: starting...")
+            info = start_worker(settings)
+            progress(f"worker: up (pid {info['pid']}, metrics http://{info['address']}/metrics)")
+
+    try:
+        from .alertmanager import start_if_available
+    except ImportError:
+        start_if_available = None
+    if start_if_available is not None:
+        start_if_available(settings, state, progress)
+    return status(settings)
+
+
+def down(settings: Settings, progress: Progress = _quiet) -> None:
+    """Stop every component this stack started (by its recorded pid), workers first."""
+    state = StackState(settings.state_dir)
+    names = list(state.read())
+    names.sort(key=lambda n: -ORDER.index(n) if n in ORDER else -2.5)  # extra workers before kafka
+    for name in names:
+        comp = state.get(name) or {}
+        if stop_pid(comp.get("pid")):
+            progress(f"{name}: stopped (pid {comp.get('pid')})")
+        state.remove(name)
+
+
+def stop_component(settings: Settings, name: str, kill: bool = False) -> int | None:
+    """Stop one component (SIGKILL with kill=True); used by fault tests. Returns its pid."""
+    import signal
+
+    state = StackState(settings.state_dir)
+    comp = state.get(name)
+    if not comp:
+        return None
+    pid = comp.get("pid")
+    if kill and pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not pid_alive(pid):
+                break
+            time.sleep(0.05)
+    else:
+        stop_pid(pid)
+    state.remove(name)
+    return pid
+
+
+def _healthy(name: str, comp: dict) -> bool:
+    if not pid_alive(comp.get("pid")):
+        return False
+    kind = comp.get("kind", name)
+    addr = comp.get("address", "")
+    if kind == "kafka":
+        return kafka_ready(addr)
+    if kind == "clickhouse":
+        return ping(f"http://{addr}")
+    if kind == "worker":
+        return worker_ready(addr)
+    if kind == "alertmanager":
+        return http_ok(f"http://{addr}/-/healthy")
+    return True
+
+
+def status(settings: Settings) -> dict:
+    out = {}
+    for name, comp in StackState(settings.state_dir).read().items():
+        out[name] = {**comp, "healthy": _healthy(name, comp)}
+    if settings.kafka_bootstrap and "kafka" not in out:
+        out["kafka"] = {"pid": None, "address": settings.kafka_bootstrap, "external": True,
+                        "healthy": kafka_ready(settings.kafka_bootstrap)}
+    if settings.clickhouse_url and "clickhouse" not in out:
+        out["clickhouse"] = {"pid": None, "address": settings.clickhouse_url, "external": True,
+                             "healthy": ping(settings.clickhouse_url)}
+    return out

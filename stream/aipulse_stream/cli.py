@@ -1,0 +1,136 @@
+"""The `aipulse` command: the local stack, schema, migrations, metrics and the demo.
+
+    aipulse up | down | status [--json]
+    aipulse migrate
+    aipulse schema
+    aipulse metrics --group-by feature,model --from -15m [--where model=gpt-4o] [--json]
+    aipulse demo [--seconds 60]
+
+Errors are one line on stderr saying what to do, and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ConfigError, Settings
+
+
+def _progress(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def cmd_up(args, settings: Settings) -> int:
+    from aipulse_local.stack import up
+
+    st = up(settings, progress=_progress, worker=not args.no_worker)
+    print(json.dumps(st, indent=2) if args.json else _status_table(st))
+    return 0 if all(c["healthy"] for c in st.values()) else 1
+
+
+def cmd_down(args, settings: Settings) -> int:
+    from aipulse_local.stack import down
+
+    down(settings, progress=_progress)
+    return 0
+
+
+def cmd_status(args, settings: Settings) -> int:
+    from aipulse_local.stack import status
+
+    st = status(settings)
+    print(json.dumps(st, indent=2) if args.json else _status_table(st))
+    return 0 if st and all(c["healthy"] for c in st.values()) else 1
+
+
+def _status_table(st: dict) -> str:
+    if not st:
+        return "nothing is running (start the local stack with `aipulse up`)"
+    lines = [f"{'component':<14}{'pid':>8}  {'healthy':<8} address"]
+    for name, c in st.items():
+        lines.append(f"{name:<14}{str(c.get('pid') or '-'):>8}  {'yes' if c['healthy'] else 'NO':<8} {c.get('address', '')}")
+    return "\n".join(lines)
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    from .storage.clickhouse import connect
+    from .storage.migrations import migrate
+
+    applied = migrate(connect(settings), settings)
+    print("applied: " + (", ".join(applied) if applied else "nothing (schema is current)"))
+    return 0
+
+
+def cmd_schema(args, settings: Settings) -> int:
+    from aipulse.contract import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from .demo import run_demo
+
+    return run_demo(settings, seconds=args.seconds, rate=args.rate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="aipulse", description="Streaming observability for AI features in production.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("up", help="start the local stack (Kafka, ClickHouse endpoint, worker)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-worker", action="store_true", help="start the services only")
+    p.set_defaults(fn=cmd_up)
+    p = sub.add_parser("down", help="stop the local stack")
+    p.set_defaults(fn=cmd_down)
+    p = sub.add_parser("status", help="what runs, where, and whether it is healthy")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_status)
+    p = sub.add_parser("migrate", help="apply ClickHouse schema migrations")
+    p.set_defaults(fn=cmd_migrate)
+    p = sub.add_parser("schema", help="print the event JSON Schema")
+    p.set_defaults(fn=cmd_schema)
+    p = sub.add_parser("demo", help="local stack up, real-trace traffic through the SDK, summary from ClickHouse")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--rate", type=float, default=150.0, help="average events per second")
+    p.set_defaults(fn=cmd_demo)
+    try:
+        from .readside import metrics_cli
+    except ImportError:
+        metrics_cli = None
+    if metrics_cli is not None:
+        p = sub.add_parser("metrics", help="windowed metrics per group, read from ClickHouse")
+        metrics_cli.add_arguments(p)
+        p.set_defaults(fn=metrics_cli.run)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.fn(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # one clear line, not a traceback wall
+        from aipulse_local.process import StackError
+
+        from .storage.clickhouse import ClickHouseUnavailable
+
+        if isinstance(err, (ConfigError, StackError, ClickHouseUnavailable)):
+            print(f"aipulse: {err}", file=sys.stderr)
+            return 2
+        if _is_connection_error(err):
+            print(f"aipulse: {str(err).splitlines()[0][:300]} (is the stack up? `aipulse status`)", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_connection_error(err: Exception) -> bool:
+    name = type(err).__name__
+    return isinstance(err, ConnectionError) or name in ("OperationalError", "NoBrokersAvailable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
