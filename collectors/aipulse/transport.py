@@ -285,6 +285,7 @@ class Transport:
                 producer.close(timeout=0)
                 return
             self._producer = producer
+            self._unavailable = False
             self._wake.set()
             log.info("aipulse: connected to Kafka at %s", self._cfg.bootstrap_servers)
             return
