@@ -13,7 +13,7 @@ Every event submitted ends in exactly one of: ``sent`` (acknowledged by Kafka), 
     emitted == sent + sum(dropped.values()) + queued
 
 While Kafka is unreachable (no producer yet because no broker answered, or more than
-``max_inflight_bytes`` unacknowledged for :data:`STALL_WAIT_S`) events wait in the bounded
+``max_inflight_bytes`` unacknowledged and no acknowledgement for :data:`STALL_WAIT_S`) events wait in the bounded
 buffer; they are sent when the broker answers again, without a restart. Memory stays bounded
 by ``max_queue_events``/``max_queue_bytes`` plus ``max_inflight_bytes``.
 
@@ -201,6 +201,7 @@ class Transport:
         self._acked = threading.Event()
         self._producer = None
         self._stalled = False
+        self._last_ack = 0.0
         self._unavailable = True  # until the connector has a producer
         self._started = False
         self._closed = False
@@ -271,7 +272,7 @@ class Transport:
             try:
                 producer = self._new_producer()
             except Exception as err:  # NoBrokersAvailable, DNS errors, a bad option
-                self._warn("connect", "aipulse: cannot reach Kafka at %s (%s); events are dropped "
+                self._warn("connect", "aipulse: cannot reach Kafka at %s (%s); events are buffered, then dropped "
                            "and counted until it answers", self._cfg.bootstrap_servers, err)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_S)
@@ -284,6 +285,7 @@ class Transport:
             if self._stop.is_set():
                 producer.close(timeout=0)
                 return
+            self._last_ack = time.monotonic()  # a fresh producer gets STALL_WAIT_S to prove itself
             self._producer = producer
             self._unavailable = False
             self._wake.set()
@@ -331,16 +333,17 @@ class Transport:
             self._stalled = self._unavailable = False
             return True
         if not self._stalled:
-            # Backpressure for a slow broker: wait a little for acks before calling it gone.
-            deadline = time.monotonic() + STALL_WAIT_S
-            while self._inflight_bytes >= self._cfg.max_inflight_bytes and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._acked.clear()
-                self._acked.wait(min(left, 0.05))
-            if self._inflight_bytes < self._cfg.max_inflight_bytes:
-                return True
+            if time.monotonic() - self._last_ack < STALL_WAIT_S:
+                # Backpressure for a slow broker that still acknowledges: wait a little.
+                deadline = time.monotonic() + STALL_WAIT_S
+                while self._inflight_bytes >= self._cfg.max_inflight_bytes and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._acked.clear()
+                    self._acked.wait(min(left, 0.05))
+                if self._inflight_bytes < self._cfg.max_inflight_bytes:
+                    return True
             self._stalled = self._unavailable = True
             self._warn("kafka_unavailable", "aipulse: Kafka is not acknowledging (%d bytes waiting); "
                        "buffering, then dropping new events until it does", self._inflight_bytes)
@@ -375,6 +378,7 @@ class Transport:
             self._inflight -= 1
             self._inflight_bytes -= size
             self.sent += 1
+        self._last_ack = time.monotonic()
         self._acked.set()
 
     def _on_fail(self, size: int, err: Any = None) -> None:
