@@ -89,8 +89,8 @@ class _StreamManager:
             return await self._manager.__aexit__(exc_type, exc, tb)
 
 
-def _wrap_create(create: Any, defaults: dict[str, Any]) -> Any:
-    if inspect.iscoroutinefunction(create):
+def _wrap_create(create: Any, defaults: dict[str, Any], is_async: bool) -> Any:
+    if is_async:
         @functools.wraps(create)
         async def acreate(*args: Any, **kwargs: Any) -> Any:
             rec = CallRecorder(PROVIDER, str(kwargs.get("model") or ""), defaults)
@@ -135,13 +135,18 @@ def _wrap_stream(stream: Any, defaults: dict[str, Any]) -> Any:
     return wrapped
 
 
+def _is_async(resource: Any) -> bool:
+    # The clients' async methods are wrapped by plain decorators: ask the class, not the method.
+    return type(resource).__name__.startswith("Async") or inspect.iscoroutinefunction(resource.create)
+
+
 def instrument_anthropic(client: Any, **fields: Any) -> Any:
     """Wrap ``client.messages.create`` and ``client.messages.stream``; ``fields`` go on every
     interaction emitted. Returns the same client."""
     messages = client.messages
     if getattr(messages, _MARK, False):
         return client
-    messages.create = _wrap_create(messages.create, fields)
+    messages.create = _wrap_create(messages.create, fields, _is_async(messages))
     messages.stream = _wrap_stream(messages.stream, fields)
     setattr(messages, _MARK, True)
     return client

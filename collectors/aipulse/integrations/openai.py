@@ -52,7 +52,9 @@ def _chunk_handler(hide_usage_chunk: bool):
         if getattr(chunk, "usage", None) is not None:
             _usage(chunk, rec)
         if choices:
-            rec.first_token()
+            delta = getattr(choices[0], "delta", None)
+            if getattr(delta, "content", None) or getattr(delta, "tool_calls", None):
+                rec.first_token()  # the first *content*, not the empty role-only chunk
             if getattr(choices[0], "finish_reason", None) == "content_filter":
                 rec.outcome = "refused"
             return True
@@ -69,8 +71,8 @@ def _prepare(kwargs: dict) -> bool:
     return False
 
 
-def _wrap(create: Any, defaults: dict[str, Any]) -> Any:
-    if inspect.iscoroutinefunction(create):
+def _wrap(create: Any, defaults: dict[str, Any], is_async: bool) -> Any:
+    if is_async:
         @functools.wraps(create)
         async def acreate(*args: Any, **kwargs: Any) -> Any:
             injected = _prepare(kwargs)
@@ -104,13 +106,18 @@ def _wrap(create: Any, defaults: dict[str, Any]) -> Any:
     return screate
 
 
+def _is_async(resource: Any) -> bool:
+    # The clients' async methods are wrapped by plain decorators: ask the class, not the method.
+    return type(resource).__name__.startswith("Async") or inspect.iscoroutinefunction(resource.create)
+
+
 def instrument_openai(client: Any, **fields: Any) -> Any:
     """Wrap ``client.chat.completions.create``; ``fields`` go on every interaction it emits
     (``feature``, ``variant``, ``prompt_version``...). Returns the same client."""
     completions = client.chat.completions
     if getattr(completions, _MARK, False):
         return client
-    completions.create = _wrap(completions.create, fields)
+    completions.create = _wrap(completions.create, fields, _is_async(completions))
     setattr(completions, _MARK, True)
     return client
 
