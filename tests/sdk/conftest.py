@@ -1,7 +1,7 @@
 """Fixtures of the SDK tests.
 
-``sdk_kafka`` is the real broker's bootstrap: the root conftest's ``kafka_bootstrap`` when it
-exists, else ``$AIPULSE_TEST_KAFKA`` (default 127.0.0.1:39092, a broker started by hand).
+``sdk_kafka`` is the real broker's bootstrap: ``$AIPULSE_TEST_KAFKA`` when set, else the root
+conftest's ``kafka_bootstrap`` (the session's test stack).
 ``captured`` swaps in a client that runs the real sender-side preparation synchronously and
 keeps the resulting wire events, for tests of what is emitted without a broker.
 """
@@ -60,10 +60,14 @@ def captured():
 
 @pytest.fixture(scope="session")
 def sdk_kafka(request) -> str:
+    """``$AIPULSE_TEST_KAFKA`` when set (a broker you run), else the root conftest's
+    ``kafka_bootstrap`` (the test stack's broker), else 127.0.0.1:39092."""
+    if os.environ.get("AIPULSE_TEST_KAFKA"):
+        return os.environ["AIPULSE_TEST_KAFKA"]
     try:
         return request.getfixturevalue("kafka_bootstrap")
     except pytest.FixtureLookupError:
-        return os.environ.get("AIPULSE_TEST_KAFKA", FALLBACK_BOOTSTRAP)
+        return FALLBACK_BOOTSTRAP
 
 
 def create_topic(bootstrap: str, partitions: int = 1) -> str:
