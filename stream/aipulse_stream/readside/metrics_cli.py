@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import datetime, timezone
 
@@ -41,7 +42,13 @@ TABLE_COLUMNS = (
 )
 
 
+# argparse takes "-15m" for an option unless it looks like a negative number; relative
+# times are written that way in the issue (``--from -15m``), so teach this parser the form.
+_RELATIVE_ARG = re.compile(r"^-\d+(\.\d+)?[smhdw]?$")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser._negative_number_matcher = _RELATIVE_ARG  # private, stable since Python 3.2
     parser.add_argument("--group-by", default="", metavar="DIMS",
                         help=f"comma-separated dimensions among {', '.join(DIMENSIONS)} (default: one total)")
     parser.add_argument("--from", dest="start", default=DEFAULT_FROM, metavar="T",

@@ -88,7 +88,7 @@ class _Row:
     """Mergeable state of one (window, key) within one block. Slots: one per column."""
 
     __slots__ = COUNT_COLUMNS + FLOAT_COLUMNS + (
-        "latency", "ttft", "fallback_depth", "users", "version", "rollout_stage", "max_ts_ms")
+        "latency", "ttft", "fallback_depth", "users", "version", "rollout_stage", "max_ts_ms", "out")
 
     def __init__(self):
         for c in COUNT_COLUMNS:
@@ -102,6 +102,7 @@ class _Row:
         self.version = -1
         self.rollout_stage: float | None = None
         self.max_ts_ms = 0
+        self.out: dict | None = None  # the emitted dict, reused until the row changes
 
 
 class _Partition:
@@ -197,6 +198,7 @@ class WindowAggregator:
         if row is None:
             row = part.rows[key] = _Row()
         row.version = offset
+        row.out = None
         if t > row.max_ts_ms:
             row.max_ts_ms = t
         if late:
@@ -295,6 +297,9 @@ class WindowAggregator:
         }
 
     def _row_dict(self, partition: int, block: int, key: tuple, row: _Row) -> dict:
+        # Rows of a touched block are re-sent in full at every drain; most did not change.
+        if row.out is not None:
+            return row.out
         window, service, feature, model, variant = key
         d = {
             "service": service, "feature": feature, "model": model, "variant": variant,
@@ -312,12 +317,13 @@ class WindowAggregator:
         d["users"] = sorted(row.users)
         d["rollout_stage"] = row.rollout_stage
         d["max_ts"] = datetime.fromtimestamp(row.max_ts_ms / 1000, _UTC)
+        row.out = d
         return d
 
     def drain_rows(self) -> list[dict]:
         """Full state of every row of every block touched since the last drain.
 
-        Sorted by (partition, block, window, key) so that a block's rows stay together in
+        Grouped by (partition, block), so that a block's rows stay together in
         the insert. Also prepares :meth:`drain_progress` and advances :meth:`ackable` to
         the blocks completed so far (the worker must insert both lists before acking).
         """
@@ -326,11 +332,11 @@ class WindowAggregator:
         for partition in sorted(self._parts):
             part = self._parts[partition]
             for block, block_rows, prog in part.closed:
-                rows.extend(self._row_dict(partition, block, k, r) for k, r in sorted(block_rows.items()))
+                rows.extend(self._row_dict(partition, block, k, r) for k, r in block_rows.items())
                 progress.append(prog)
             part.closed = []
             if part.dirty:
-                rows.extend(self._row_dict(partition, part.block, k, r) for k, r in sorted(part.rows.items()))
+                rows.extend(self._row_dict(partition, part.block, k, r) for k, r in part.rows.items())
                 progress.append(self._progress_row(partition, part))
                 part.dirty = False
             part.drained_block = part.block
