@@ -76,7 +76,12 @@ def exact_metrics(records: Iterable, settings: Settings, group_by: Sequence[str]
     ttfts: dict[tuple, list] = defaultdict(list)
     users: dict[tuple, set] = defaultdict(set)
 
+    seen_in_block: set[tuple[int, int, str]] = set()
     for partition, offset, ev in triples:
+        ident = (partition, offset // settings.offset_block, ev.event_id)
+        if ident in seen_in_block:  # a re-sent duplicate within one offset block: not counted
+            continue
+        seen_in_block.add(ident)
         t = ts_ms(ev.ts)
         wm = watermark.get(partition)
         late = wm is not None and t < wm - lateness_ms

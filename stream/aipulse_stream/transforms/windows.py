@@ -109,7 +109,7 @@ class _Partition:
     """Per source partition: the open block's rows, the watermark, what is safe to ack."""
 
     __slots__ = ("start_block", "block", "rows", "watermark_ms", "last_offset", "events",
-                 "late", "dirty", "closed", "drained_block")
+                 "late", "dirty", "closed", "drained_block", "seen_ids")
 
     def __init__(self, start_block: int, watermark_ms: int | None):
         self.start_block = start_block
@@ -124,6 +124,9 @@ class _Partition:
         self.closed: list[tuple[int, dict, dict]] = []
         # Every block below this one is complete AND was handed out by a drain.
         self.drained_block = start_block
+        # Event ids counted in the open block: a re-sent duplicate within the block is
+        # dropped. Per block, so that a replay from the block start decides the same way.
+        self.seen_ids: set[str] = set()
 
 
 class WindowAggregator:
@@ -142,7 +145,8 @@ class WindowAggregator:
         self.events_total = 0
         self.late_total = 0
         self.orphaned_total = 0
-        self.duplicates_skipped = 0
+        self.duplicates_skipped = 0   # offsets delivered again (already counted)
+        self.duplicates_dropped = 0   # same event_id twice within one offset block
 
     # -- partition lifecycle -------------------------------------------------------------
 
@@ -166,7 +170,11 @@ class WindowAggregator:
     # -- the per-event path --------------------------------------------------------------
 
     def add(self, partition: int, offset: int, event, joined: JoinedKey | None = None) -> bool:
-        """Count one event; returns False when the offset was already counted (redelivery)."""
+        """Count one event; returns False when not counted: its offset was already counted
+        (redelivery), or its event_id already was within this offset block (a re-sent
+        duplicate; duplicates in different blocks are both counted, deterministically; the
+        raw tables keep one copy either way). Do not drop duplicates before calling this
+        with an in-memory set: that decides differently after a restart or a rebalance."""
         part = self._parts.get(partition)
         block = offset // self._block_size
         if part is None:  # no set_start: start where the stream starts, with no watermark
@@ -177,6 +185,10 @@ class WindowAggregator:
         if block != part.block:
             self._close_block(partition, part, block)
         part.last_offset = offset
+        if event.event_id in part.seen_ids:
+            self.duplicates_dropped += 1
+            return False
+        part.seen_ids.add(event.event_id)
         part.events += 1
         part.dirty = True
         self.events_total += 1
@@ -288,6 +300,7 @@ class WindowAggregator:
         part.events = 0
         part.late = 0
         part.dirty = False
+        part.seen_ids = set()
 
     def _progress_row(self, partition: int, part: _Partition) -> dict:
         return {
