@@ -48,7 +48,9 @@ TRANSPORT_PARAMS = {
     "send_progress_in_http_headers", "http_headers_progress_interval_ms", "http_zlib_compression_level",
     "role", "http_response_buffer_size",
 }
-_INSERT_FORMAT = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+([A-Za-z0-9_]+)\s*", re.I | re.S)
+# The data starts right after the format name and one line break: binary data may itself start
+# with bytes that look like whitespace (a Native block of 12 columns starts with 0x0C).
+_INSERT_FORMAT = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*(?:\r?\n)?", re.I | re.S)
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
 _HTTP_STATUS_BY_CODE = {
@@ -72,12 +74,22 @@ def _decode_body(data: bytes, encoding: str | None) -> bytes:
     if enc == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        return _all_frames(data, lambda: zstandard.ZstdDecompressor().decompressobj())
     if enc == "lz4":
         import lz4.frame
 
-        return lz4.frame.decompress(data)
+        return _all_frames(data, lz4.frame.LZ4FrameDecompressor)
     raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+
+def _all_frames(data: bytes, make) -> bytes:
+    """Decompress concatenated frames (clickhouse-connect compresses each block on its own)."""
+    out = []
+    while data:
+        d = make()
+        out.append(d.decompress(data))
+        data = getattr(d, "unused_data", b"")
+    return b"".join(out)
 
 
 class Engine:

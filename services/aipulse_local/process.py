@@ -47,6 +47,8 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 
 def check_port_free(host: str, port: int, what: str, env_var: str) -> None:
     with socket.socket() as s:
+        # SO_REUSEADDR as the servers themselves bind: a port in TIME_WAIT is free to them.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

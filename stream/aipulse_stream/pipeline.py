@@ -16,6 +16,7 @@ blocks, so a restarted worker recomputes the open block from its start (see docs
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,12 @@ from .storage.migrations import migrate
 from .transforms.validate import Rejected, Validator
 
 log = logging.getLogger("aipulse.pipeline")
+
+# Event ids remembered to keep an application's re-sent duplicates out of the raw tables (older
+# ones are collapsed by the tables' ReplacingMergeTree key). Only the raw insert uses this set:
+# window counts must decide the same way on every replay, so the aggregator dedups by itself
+# within an offset block (an in-memory set would decide differently after a restart).
+RECENT_IDS_MAX = 200_000
 
 DlqSend = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
 
@@ -56,6 +63,7 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aipulse-ch")
         self._client = None
         self._stored_upto: dict[int, int] = {}  # partition -> highest offset already in raw tables
+        self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.metrics = None  # the window-metrics stage, set in start() when available
         self._started = False
 
@@ -153,7 +161,15 @@ class Pipeline:
                         self.settings.insert_retry_max_s)
 
         # Raw events: skip what a previous run already stored (a replay after a crash).
-        to_store = [(p, o, ev) for p, o, ev in valid if o > self._stored_upto.get(p, -1)]
+        to_store = []
+        for p, o, ev in valid:
+            if o <= self._stored_upto.get(p, -1):
+                continue
+            if ev.event_id in self._recent_ids:
+                m.DUPLICATES.inc()
+                continue
+            self._remember(ev.event_id)
+            to_store.append((p, o, ev))
         if to_store:
             for table, rows in rows_by_table(to_store).items():
                 await retry(self._in_thread(self._insert, table, rows), f"insert into {table}",
@@ -170,6 +186,11 @@ class Pipeline:
         if self.metrics is None:
             return last
         return await self.metrics.process(valid, last, self._in_thread)
+
+    def _remember(self, event_id: str) -> None:
+        self._recent_ids[event_id] = None
+        if len(self._recent_ids) > RECENT_IDS_MAX:
+            self._recent_ids.popitem(last=False)
 
     def _insert(self, table: str, rows: list[list]) -> None:
         started = time.perf_counter()

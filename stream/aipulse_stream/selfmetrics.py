@@ -9,6 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 CONSUMED = Counter("aipulse_worker_consumed", "Messages read from the events topic", ["topic"])
 STORED = Counter("aipulse_worker_stored", "Events stored in ClickHouse raw tables", ["kind"])
+DUPLICATES = Counter("aipulse_worker_duplicates", "Events dropped because their event_id was just seen")
 DEAD_LETTERED = Counter("aipulse_worker_dead_lettered", "Messages sent to the dead-letter topic", ["reason"])
 INSERT_SECONDS = Histogram(
     "aipulse_worker_insert_seconds", "Time of one ClickHouse insert", ["table"],
