@@ -135,7 +135,7 @@ def start_kafka(data_dir: Path, port: int = 0, host: str = "127.0.0.1", partitio
         import base64
 
         cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
-        res = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props_path)],
+        res = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", f"--cluster-id={cid}", "-c", str(props_path)],
                              capture_output=True, text=True)
         if res.returncode != 0:
             raise StackError("formatting Kafka storage failed: " + (res.stderr or res.stdout).strip()[-300:])
