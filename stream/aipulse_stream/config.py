@@ -38,13 +38,13 @@ class Settings(BaseModel):
     home: Path = Field(Path(".aipulse"), description="state folder of the local stack (pids, logs, data)")
 
     # Topics.
-    topic: str = "aipulse.events"
-    dlq_topic: str = "aipulse.events.dlq"
-    alerts_topic: str = "aipulse.alerts"
-    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic: str = Field("aipulse.events", description="the events topic (all kinds, keyed by interaction id)")
+    dlq_topic: str = Field("aipulse.events.dlq", description="dead letters: original bytes + reason header")
+    alerts_topic: str = Field("aipulse.alerts", description="firing and resolved alerts")
+    topic_partitions: int = Field(4, ge=1, le=1024, description="partitions of the events topic when created")
 
     # Storage.
-    database: str = Field("aipulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    database: str = Field("aipulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="ClickHouse database")
     raw_ttl_days: int = Field(90, ge=1, description="raw events are kept this long")
     metrics_ttl_days: int = Field(400, ge=1, description="window rows and rollups are kept this long")
 
@@ -62,7 +62,7 @@ class Settings(BaseModel):
     window_s: int = Field(10, ge=1, le=3600, description="base tumbling window, seconds")
     allowed_lateness_s: int = Field(60, ge=0, description="events behind the watermark by more are counted late")
     offset_block: int = Field(2000, ge=1, description="offsets per idempotent contribution row (see docs)")
-    low_confidence_threshold: float = Field(0.5, ge=0, le=1)
+    low_confidence_threshold: float = Field(0.5, ge=0, le=1, description="confidence below this counts as low")
     join_horizon_s: int = Field(7 * 86400, ge=1, description="feedback later than this after its interaction is orphaned")
 
     # Alerting.
