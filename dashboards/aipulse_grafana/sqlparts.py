@@ -1,0 +1,127 @@
+"""SQL building blocks of the dashboards: variable filters, the window-row source, figures.
+
+Panels read the window rows (``metrics_window`` and its rollups, docs/metrics.md), never raw
+events, except where the question needs a raw column (top users, prompt versions)::
+
+    sql = metric_sql(["p99_ms"], db="aipulse", by="feature", series=True)
+
+The source reads each window exactly once, from the cheapest table that holds it whole:
+a day's row of ``metrics_daily`` when the whole UTC day lies in the panel's range, else an
+hour's row of ``metrics_hourly`` when the whole hour does, else the 10 s rows of
+``metrics_window`` (the same cut as readside.query.plan_segments, written as a per-row
+condition so Grafana's macros can drive it). Time series only use a rollup when the bucket
+($__interval_s) is a whole number of its grains, or a 30 min bucket would get a whole hour.
+Every table is read with FINAL: replayed rows replace, never add.
+"""
+from __future__ import annotations
+
+from aipulse_stream.readside.query import DIMENSIONS, QUANTILES
+
+# The plugin expands $__fromTime/$__toTime to toDateTime(<unix s>) and its $__timeFilter is
+# inclusive at both ends; `E` makes the inclusive end exclusive for whole-grain checks.
+F = "$__fromTime"
+E = "addSeconds($__toTime, 1)"
+
+
+def var_filter(dims=DIMENSIONS) -> str:
+    """One condition per dashboard variable; "All" or an empty selection removes it.
+
+    $__conditionalAll is expanded by the plugin's frontend before Grafana's template
+    replacement; ${var:singlequote} renders 'a','b' for a multi-value selection.
+    """
+    return " AND ".join(f"$__conditionalAll({d} IN (${{{d}:singlequote}}), ${d})" for d in dims)
+
+
+def source(db: str, series: bool, dims=DIMENSIONS, extra: str = "") -> str:
+    """A subquery of window rows (all columns) covering the panel's range exactly once."""
+    hour_ok = "$__interval_s % 3600 = 0" if series else "1"
+    day_ok = "$__interval_s % 86400 = 0" if series else "1"
+    hour_in = f"(toStartOfHour(window_start) >= {F} AND addHours(toStartOfHour(window_start), 1) <= {E})"
+    day_in = f"(toStartOfDay(window_start) >= {F} AND addDays(toStartOfDay(window_start), 1) <= {E})"
+    filt = var_filter(dims) if dims else "1"
+    if extra:
+        filt += f" AND {extra}"
+    base = f"window_start >= {F} AND window_start < {E}"
+    parts = [
+        f"SELECT * FROM {db}.metrics_window FINAL WHERE {base} AND NOT ({hour_ok} AND {hour_in}) AND {filt}",
+        f"SELECT * FROM {db}.metrics_hourly FINAL WHERE {hour_ok} AND {base} AND {hour_in}"
+        f" AND NOT ({day_ok} AND {day_in}) AND {filt}",
+        f"SELECT * FROM {db}.metrics_daily FINAL WHERE {day_ok} AND {base} AND {day_in} AND {filt}",
+    ]
+    return "(\n    " + "\n    UNION ALL\n    ".join(parts) + "\n  )"
+
+
+def _rate(num: str, den: str) -> str:
+    return f"sum({num}) / nullIf(sum({den}), 0)"
+
+
+# Figure name -> aggregate expression over window rows. Names follow readside.query.FIGURES
+# where one exists; rates are ratios of sums (never averages of rates).
+FIGURES: dict[str, str] = {
+    "requests": "sum(requests)",
+    "requests_per_s": "sum(requests) / $__interval_s",
+    "errors": "sum(errors)",
+    "error_rate": _rate("errors", "requests"),
+    "availability": "1 - " + _rate("errors", "requests"),
+    "timeout_rate": _rate("timeouts", "requests"),
+    "fallback_rate": _rate("fallbacks", "requests"),
+    "escalation_rate": _rate("escalations", "requests"),
+    "refusal_rate": _rate("refused", "requests"),
+    "rejected_input_rate": _rate("rejected_input", "requests"),
+    "rejected_output_rate": _rate("rejected_output", "requests"),
+    "low_confidence_rate": _rate("low_confidence", "requests"),
+    "cost_usd": "sum(cost_usd)",
+    "input_tokens": "sum(input_tokens)",
+    "output_tokens": "sum(output_tokens)",
+    "users": "uniqExactArray(users)",
+    "cost_per_task_usd": _rate("cost_usd", "task_completed"),
+    "cost_per_request_usd": _rate("cost_usd", "requests"),
+    "satisfaction": "sum(feedback_up) / nullIf(sum(feedback_up) + sum(feedback_down), 0)",
+    "task_completion_rate": "sum(task_completed) / nullIf(sum(task_completed) + sum(task_failed), 0)",
+    "correction_rate": _rate("corrections", "requests"),
+    "corrections": "sum(corrections)",
+    "feedback_volume": "sum(feedback_up + feedback_down + task_completed + task_failed + corrections)",
+    "accuracy": _rate("correct", "evaluated"),
+    "evaluated": "sum(evaluated)",
+    "shadow_pairs": "sum(shadow_pairs)",
+    "shadow_disagreement_rate": _rate("shadow_disagreements", "shadow_pairs"),
+    "rollout_stage": "max(rollout_stage)",
+    "latency_mean_ms": _rate("latency_sum_ms", "requests"),
+}
+for _n, _q in QUANTILES.items():
+    FIGURES[f"{_n}_ms"] = f"aipulse_quantile({_q}, sumMap(latency_buckets))"
+    FIGURES[f"ttft_{_n}_ms"] = f"aipulse_quantile({_q}, sumMap(ttft_buckets))"
+
+
+def metric_sql(figures: list[str], db: str, by: str | None = None, series: bool = False,
+               extra: str = "", order: str | None = None, limit: int | None = None) -> str:
+    """SELECT [time,] [by,] figures FROM the window rows of the panel's range.
+
+    ``series``: one row per $__interval bucket (column ``time``), ordered by time, for
+    format=time series; ``by``: a dimension whose values become series or table rows.
+    """
+    cols = []
+    group = []
+    if series:
+        cols.append("$__timeInterval(window_start) AS time")
+        group.append("time")
+    if by:
+        cols.append(by)
+        group.append(by)
+    cols += [f"{FIGURES[f]} AS {f}" for f in figures]
+    sql = "SELECT " + ",\n  ".join(cols) + f"\nFROM {source(db, series, extra=extra)}"
+    if group:
+        sql += "\nGROUP BY " + ", ".join(group)
+    if not series and not by:
+        sql += "\nHAVING count() > 0"  # an empty range shows "No data", not zeros
+    order = order or ("time" if series else by)
+    if order:
+        sql += f"\nORDER BY {order}"
+    if limit:
+        sql += f"\nLIMIT {limit}"
+    return sql
+
+
+def raw_filter(dims=DIMENSIONS) -> str:
+    """Variable filter plus the panel's range for the raw ``interactions`` table."""
+    return f"$__timeFilter(ts) AND NOT shadow AND {var_filter(dims)}"
