@@ -31,9 +31,7 @@ def overview(db: str, t: Targets) -> Board:
            f"WHERE window_start >= toStartOfDay($__toTime) AND window_start <= $__toTime AND {var_filter()}",
            ["cost_usd"], unit="currencyUSD", decimals=2)
     b.stat("Monthly run-rate", f"At this range's pace, will a month cost more than the {t.cost_ceiling_usd_month:,.0f} USD ceiling?",
-           metric_sql(["cost_usd"], db).replace("sum(cost_usd) AS cost_usd",
-                                                 "sum(cost_usd) * 2592000 / (toUnixTimestamp($__toTime) + 1 - "
-                                                 "toUnixTimestamp($__fromTime)) AS run_rate_usd_month"),
+           metric_sql(["run_rate_usd_month"], db),
            ["run_rate_usd_month"], unit="currencyUSD", decimals=0,
            thresholds=[(None, "green"), (t.cost_ceiling_usd_month, "red")])
     b.timeseries("Traffic by feature", "Which features carry the traffic, and did any stop?",
@@ -129,9 +127,7 @@ def cost(db: str, t: Targets) -> Board:
     b.stat("Cost in range", "How much did this range cost?", metric_sql(["cost_usd"], db), ["cost_usd"],
            unit="currencyUSD", decimals=2, w=6)
     b.stat("Projected month", f"At this range's pace, does a month stay under {t.cost_ceiling_usd_month:,.0f} USD?",
-           metric_sql(["cost_usd"], db).replace("sum(cost_usd) AS cost_usd",
-                                                 "sum(cost_usd) * 2592000 / (toUnixTimestamp($__toTime) + 1 - "
-                                                 "toUnixTimestamp($__fromTime)) AS run_rate_usd_month"),
+           metric_sql(["run_rate_usd_month"], db),
            ["run_rate_usd_month"], unit="currencyUSD", decimals=0, w=6,
            thresholds=[(None, "green"), (0.8 * t.cost_ceiling_usd_month, "orange"), (t.cost_ceiling_usd_month, "red")])
     b.stat("Distinct users", "How many distinct users called AI features?", metric_sql(["users"], db), ["users"], w=6)
@@ -164,10 +160,10 @@ def quality(db: str, t: Targets) -> Board:
     b.timeseries("Accuracy by model", "Is each model right against ground truth?",
                  metric_sql(["accuracy"], db, by="model", series=True), ["time", "model", "accuracy"], unit=PCT)
     b.table("Accuracy by model and prompt version", "Which model and prompt version are most accurate (raw events)?",
-            f"SELECT i.model AS model, i.prompt_version AS prompt_version, count() AS evaluated,\n"
+            f"SELECT i.i_model AS model, i.i_prompt_version AS prompt_version, count() AS evaluated,\n"
             f"  countIf(e.correct) AS correct, countIf(e.correct) / count() AS accuracy\n"
             f"FROM {db}.evaluations AS e FINAL\n"
-            f"INNER JOIN (\n  SELECT interaction_id, any(model) AS model, any(prompt_version) AS prompt_version\n"
+            f"INNER JOIN (\n  SELECT interaction_id, any(model) AS i_model, any(prompt_version) AS i_prompt_version\n"
             f"  FROM {db}.interactions FINAL\n"
             f"  WHERE ts >= $__fromTime - INTERVAL 7 DAY AND ts <= $__toTime AND NOT shadow AND {var_filter()}\n"
             f"  GROUP BY interaction_id\n) AS i ON e.interaction_id = i.interaction_id\n"

@@ -15,7 +15,9 @@ Every table is read with FINAL: replayed rows replace, never add.
 """
 from __future__ import annotations
 
-from aipulse_stream.readside.query import DIMENSIONS, QUANTILES
+import re
+
+from aipulse_stream.readside.query import DIMENSIONS, QUANTILES, SUM_FIGURES
 
 # The plugin expands $__fromTime/$__toTime to toDateTime(<unix s>) and its $__timeFilter is
 # inclusive at both ends; `E` makes the inclusive end exclusive for whole-grain checks.
@@ -48,7 +50,9 @@ def source(db: str, series: bool, dims=DIMENSIONS, extra: str = "") -> str:
         f" AND NOT ({day_ok} AND {day_in}) AND {filt}",
         f"SELECT * FROM {db}.metrics_daily FINAL WHERE {day_ok} AND {base} AND {day_in} AND {filt}",
     ]
-    return "(\n    " + "\n    UNION ALL\n    ".join(parts) + "\n  )"
+    # alias w: figures name their columns w.x, because a figure's alias (requests) would
+    # otherwise shadow the column inside the next figure's aggregate (ILLEGAL_AGGREGATION)
+    return "(\n    " + "\n    UNION ALL\n    ".join(parts) + "\n  ) AS w"
 
 
 def _rate(num: str, den: str) -> str:
@@ -71,6 +75,8 @@ FIGURES: dict[str, str] = {
     "rejected_output_rate": _rate("rejected_output", "requests"),
     "low_confidence_rate": _rate("low_confidence", "requests"),
     "cost_usd": "sum(cost_usd)",
+    # the range's spend scaled to 30 days (the plugin's time range is inclusive: + 1 s)
+    "run_rate_usd_month": "sum(cost_usd) * 2592000 / (toUnixTimestamp($__toTime) + 1 - toUnixTimestamp($__fromTime))",
     "input_tokens": "sum(input_tokens)",
     "output_tokens": "sum(output_tokens)",
     "users": "uniqExactArray(users)",
@@ -93,6 +99,14 @@ for _n, _q in QUANTILES.items():
     FIGURES[f"ttft_{_n}_ms"] = f"aipulse_quantile({_q}, sumMap(ttft_buckets))"
 
 
+_COLUMNS = set(SUM_FIGURES) | {"latency_buckets", "ttft_buckets", "users", "fallback_depth", "rollout_stage"}
+
+
+def qualify(expr: str) -> str:
+    """Column names of a figure expression -> w.<name> (see ``source``)."""
+    return re.sub(r"(?<![.\w])(\w+)(?![\w(])", lambda m: f"w.{m.group(1)}" if m.group(1) in _COLUMNS else m.group(1), expr)
+
+
 def metric_sql(figures: list[str], db: str, by: str | None = None, series: bool = False,
                extra: str = "", order: str | None = None, limit: int | None = None) -> str:
     """SELECT [time,] [by,] figures FROM the window rows of the panel's range.
@@ -108,7 +122,7 @@ def metric_sql(figures: list[str], db: str, by: str | None = None, series: bool 
     if by:
         cols.append(by)
         group.append(by)
-    cols += [f"{FIGURES[f]} AS {f}" for f in figures]
+    cols += [f"{qualify(FIGURES[f])} AS {f}" for f in figures]
     sql = "SELECT " + ",\n  ".join(cols) + f"\nFROM {source(db, series, extra=extra)}"
     if group:
         sql += "\nGROUP BY " + ", ".join(group)
