@@ -71,3 +71,12 @@ def test_alerting_files_load_into_the_sdk_models():
         for rcv in cp["receivers"]:
             alerting.ContactPoint.from_json({**rcv, "name": cp["name"]})
     alerting.NotificationPolicy.from_json(yaml.safe_load(FILES["alerting/policies.yaml"])["policies"][0])
+
+
+def test_docs_table_lists_every_panel_and_rule():
+    from pathlib import Path
+
+    from aipulse_grafana.docs_table import table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "grafana.md").read_text()
+    assert table() in doc, "regenerate with python -m aipulse_grafana.docs_table and paste into docs/grafana.md"
