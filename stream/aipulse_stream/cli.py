@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("metrics", help="windowed metrics per group, read from ClickHouse")
         metrics_cli.add_arguments(p)
         p.set_defaults(fn=metrics_cli.run)
+    from aipulse_grafana import cli as grafana_cli
+
+    p = sub.add_parser("grafana", help="Grafana provisioning: export the files or deploy to a running Grafana")
+    grafana_cli.add_arguments(p)
+    p.set_defaults(fn=grafana_cli.run)
     return ap
 
 
