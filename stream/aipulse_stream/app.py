@@ -22,8 +22,14 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         stream_buffer_maxsize=max(4096, settings.batch_max_events * 2),
         autodiscover=False,
-        # A batch may wait on a ClickHouse outage: keep the consumer in its group meanwhile.
-        broker_session_timeout=60.0,
-        broker_heartbeat_interval=3.0,
+        # Unacked events of an open offset block are held on purpose (pipeline.py): a rebalance
+        # or a stop must not wait for them to be acked (they never would be); the next owner
+        # re-reads them from the last committed block boundary.
+        stream_wait_empty=False,
+        # Heartbeats run beside processing, so a short session timeout only removes dead
+        # workers sooner (a killed worker's partitions move after ~10 s); a batch waiting on
+        # a ClickHouse outage is covered by the long poll interval instead.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         broker_max_poll_interval=600.0,
     )

@@ -58,8 +58,11 @@ def build(settings: Settings):
         m.READY.set(1)
         async for batch in stream.noack_take(settings.batch_max_events, within=settings.batch_max_wait_s):
             msgs = []
+            assigned = app.consumer.assignment()
             for ev in batch:
                 msg = ev.message
+                if msg.tp not in assigned:
+                    continue  # revoked while buffered: its new owner reads it again
                 held[msg.partition].append(ev)
                 msgs.append(Message(msg.partition, msg.offset, msg.key, msg.value))
             ackable = await pipeline.process(msgs)
