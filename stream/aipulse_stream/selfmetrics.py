@@ -21,6 +21,7 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
 )
 READY = Gauge("aipulse_worker_ready", "1 once the worker has started and joined its consumer group")
+CONSUMER_LAG = Gauge("aipulse_worker_consumer_lag", "Log end offset minus the committable offset, per partition", ["partition"])
 ACKED_OFFSET = Gauge("aipulse_worker_acked_offset", "Highest offset acked (committable) per partition", ["partition"])
 LATE = Counter("aipulse_worker_late_events", "Events behind the watermark by more than the allowed lateness")
 ORPHANED = Counter("aipulse_worker_orphaned_events", "Feedback and evaluations whose interaction is unknown or expired")

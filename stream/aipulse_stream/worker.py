@@ -71,9 +71,26 @@ def build(settings: Settings):
                 while q and q[0].message.offset <= upto:
                     await stream.ack(q.popleft())
                 m.ACKED_OFFSET.labels(str(p)).set(upto)
+            _export_lag(app, settings.topic, {msg.partition for msg in msgs}, ackable)
 
     app.aipulse_pipeline = pipeline
     return app
+
+
+def _export_lag(app, topic: str, partitions: set[int], ackable: dict[int, int]) -> None:
+    from faust.types import TP
+
+    for p in partitions:
+        try:
+            hw = app.consumer.highwater(TP(topic, p))
+        except Exception:  # not known yet (first fetch): skip this round
+            continue
+        if hw is None:
+            continue
+        committed = ackable.get(p)
+        if committed is None:
+            continue
+        m.CONSUMER_LAG.labels(str(p)).set(max(0, hw - (committed + 1)))
 
 
 def main(argv: list[str] | None = None) -> int:

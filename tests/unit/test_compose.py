@@ -49,3 +49,15 @@ def test_worker_command_is_importable():
     cmd = _compose()["services"]["worker"]["command"]
     assert cmd[:2] == ["python", "-m"]
     importlib.import_module(cmd[2])
+
+
+def test_grafana_gets_every_variable_its_provisioning_reads():
+    import re
+
+    env = _compose()["services"]["grafana"]["environment"]
+    used = set()
+    for f in (ROOT / "dashboards" / "provisioning").rglob("*.yaml"):
+        used |= set(re.findall(r"\$\{(AIPULSE_GRAFANA_[A-Z_]+)", f.read_text()))
+    optional = {"AIPULSE_GRAFANA_WEBHOOK_URL", "AIPULSE_GRAFANA_SLACK_WEBHOOK_URL"}
+    assert used, "no variables found in the provisioning files"
+    assert used - optional <= set(env), sorted(used - set(env))
