@@ -44,12 +44,14 @@ def build(settings: Settings):
 
     pipeline = Pipeline(settings, dlq_send=dlq_send, topic=settings.topic)
     held: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+    acked_upto: dict[int, int] = {}
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_, revoked, **kwargs):
         parts = {tp.partition for tp in revoked if tp.topic == settings.topic}
         for p in parts:
             held.pop(p, None)  # a new owner re-reads them from the last commit
+            acked_upto.pop(p, None)
         pipeline.revoke(parts)
 
     @app.agent(events, name="aipulse-events")
@@ -71,7 +73,8 @@ def build(settings: Settings):
                 while q and q[0].message.offset <= upto:
                     await stream.ack(q.popleft())
                 m.ACKED_OFFSET.labels(str(p)).set(upto)
-            _export_lag(app, settings.topic, {msg.partition for msg in msgs}, ackable)
+            acked_upto.update(ackable)
+            _export_lag(app, settings.topic, {msg.partition for msg in msgs}, acked_upto)
 
     app.aipulse_pipeline = pipeline
     return app
@@ -87,10 +90,7 @@ def _export_lag(app, topic: str, partitions: set[int], ackable: dict[int, int]) 
             continue
         if hw is None:
             continue
-        committed = ackable.get(p)
-        if committed is None:
-            continue
-        m.CONSUMER_LAG.labels(str(p)).set(max(0, hw - (committed + 1)))
+        m.CONSUMER_LAG.labels(str(p)).set(max(0, hw - (ackable.get(p, -1) + 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
