@@ -38,6 +38,7 @@ log = logging.getLogger("aipulse.pipeline")
 # window counts must decide the same way on every replay, so the aggregator dedups by itself
 # within an offset block (an in-memory set would decide differently after a restart).
 RECENT_IDS_MAX = 200_000
+TABLE_SAMPLE_EVERY_S = 30.0
 
 DlqSend = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
 
@@ -65,6 +66,7 @@ class Pipeline:
         self._stored_upto: dict[int, int] = {}  # partition -> highest offset already in raw tables
         self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.metrics = None  # the window-metrics stage, set in start() when available
+        self._tables_sampled_at = float("-inf")
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -180,12 +182,31 @@ class Pipeline:
                 if o > self._stored_upto.get(p, -1):
                     self._stored_upto[p] = o
 
+        self._maybe_sample_tables()
         last = {}
         for msg in batch:
             last[msg.partition] = max(last.get(msg.partition, -1), msg.offset)
         if self.metrics is None:
             return last
         return await self.metrics.process(valid, last, self._in_thread)
+
+    def _maybe_sample_tables(self) -> None:
+        """Refresh the table-size gauges now and then (a cheap system.parts read, off the hot path)."""
+        now = time.monotonic()
+        if now - self._tables_sampled_at < TABLE_SAMPLE_EVERY_S:
+            return
+        self._tables_sampled_at = now
+        db = self.settings.database
+
+        def sample():
+            rows = self._client.query(
+                "SELECT table, sum(rows) FROM system.parts WHERE database = {db:String} AND active GROUP BY table",
+                parameters={"db": db}).result_rows
+            for table, n in rows:
+                m.TABLE_ROWS.labels(table).set(n)
+
+        fut = self._executor.submit(sample)
+        fut.add_done_callback(lambda f: f.exception())  # a failed sample only leaves the gauge stale
 
     def _remember(self, event_id: str) -> None:
         self._recent_ids[event_id] = None

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlparse
 
+import logging
+
 import clickhouse_connect
 
 from ..config import Settings
+
+
+# clickhouse-connect logs a stack trace for a refused connection before raising; the
+# ClickHouseUnavailable below already says it in one line.
+logging.getLogger("clickhouse_connect.driver.httpclient").setLevel(logging.CRITICAL)
+logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.CRITICAL)
 
 
 class ClickHouseUnavailable(RuntimeError):
@@ -36,8 +44,10 @@ def client_for_url(url: str, **kwargs):
             **kwargs,
         )
     except Exception as err:  # clickhouse-connect raises several types for "not there"
+        text = str(err)
+        why = "connection refused" if "refused" in text.lower() else (text.splitlines()[0][:200] if text else type(err).__name__)
         raise ClickHouseUnavailable(
-            f"cannot reach ClickHouse at {u.scheme}://{u.hostname}:{u.port}: {str(err).splitlines()[0][:200]}"
+            f"cannot reach ClickHouse at {u.scheme}://{u.hostname}:{u.port}: {why}"
             " (start the local stack with `aipulse up`, or set AIPULSE_CLICKHOUSE_URL to a running server)"
         ) from None
 
