@@ -189,3 +189,53 @@ def test_endpoint_speaks_plain_http(stack, clickhouse_url):
         urllib.request.urlopen(req)
     assert err.value.code != 200
     assert err.value.headers["X-ClickHouse-Exception-Code"] == "62"
+
+
+def test_poisonous_values_are_dead_lettered_not_counted(stack, stack_settings, kafka_bootstrap, ch, service_name):
+    """Far-future or far-past ts, negative latency, NaN cost or tokens: DLQ with a reason, never counted."""
+    from aipulse_stream.readside.query import metrics_query
+
+    now = time.time()
+    base = {"kind": "interaction", "ts": now, "service": service_name, "feature": "f", "model": "m", "latency_ms": 10}
+    bad = {
+        "future": {**base, "ts": now + 86400},
+        "past": {**base, "ts": now - 400 * 86400},
+        "negative": {**base, "latency_ms": -5},
+    }
+    raw_bad = {  # NaN is not JSON, but Python's json (and others) write it: the contract refuses it
+        "nan-cost": json.dumps({**base, "cost_usd": float("nan")}),
+        "nan-tokens": json.dumps({**base, "input_tokens": float("nan")}),
+        "inf-latency": json.dumps({**base, "latency_ms": float("inf")}),
+    }
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for name, ev in bad.items():
+        producer.send(stack_settings.topic, key=f"{service_name}-{name}".encode(),
+                      value=json.dumps({**ev, "event_id": f"{service_name}-{name}"}).encode())
+    for name, text in raw_bad.items():
+        producer.send(stack_settings.topic, key=f"{service_name}-{name}".encode(),
+                      value=text.replace('"kind"', f'"event_id": "{service_name}-{name}", "kind"', 1).encode())
+    good = {**base, "event_id": f"{service_name}-good"}
+    producer.send(stack_settings.topic, key=good["event_id"].encode(), value=json.dumps(good).encode())
+    producer.flush()
+    producer.close()
+
+    consumer = KafkaConsumer(stack_settings.dlq_topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=2000, group_id=None)
+    reasons = {}
+    deadline = time.monotonic() + 60
+    while len(reasons) < 6 and time.monotonic() < deadline:
+        for msg in consumer:
+            key = (msg.key or b"").decode(errors="replace")
+            if key.startswith(service_name):
+                reasons[key[len(service_name) + 1:]] = dict(msg.headers)["aipulse-reason"].decode()
+    consumer.close()
+    assert set(reasons) == set(bad) | set(raw_bad), reasons
+    assert "future" in reasons["future"] and "past" in reasons["past"]
+    assert "latency_ms" in reasons["negative"] and "cost_usd" in reasons["nan-cost"]
+    assert "input_tokens" in reasons["nan-tokens"] and "latency_ms" in reasons["inf-latency"]
+
+    rows = wait_for(lambda: metrics_query(ch, stack_settings, ["service"], now - 3600, now + 3600,
+                                          where={"service": [service_name]}), timeout=60, what="the good event's window")
+    assert rows[0]["requests"] == 1
+    assert rows[0]["latency_p99_ms"] == pytest.approx(10, rel=0.01)
+    assert rows[0]["cost_usd"] == 0
