@@ -11,12 +11,14 @@ def table() -> str:
     from aipulse_alerts.rules import load_rules
 
     from .alerting import dashboard_for
+    from .panels import ANNOTATION_NAME, ANNOTATION_QUESTION
 
     lines = ["| dashboard | panel | question it answers | source |", "| --- | --- | --- | --- |"]
     for b in all_boards():
         for d in b.docs:
             src = "Prometheus" if d.promql else "Alertmanager" if d.kind == "alertgroups" else "ClickHouse"
             lines.append(f"| {b.title.removeprefix('aipulse / ')} | {d.title} | {d.question} | {src} |")
+    lines.append(f"| every dashboard | {ANNOTATION_NAME} (annotation) | {ANNOTATION_QUESTION} | ClickHouse |")
     lines += ["", "| alert rule | severity | question it answers | dashboard linked |", "| --- | --- | --- | --- |"]
     for r in load_rules().enabled:
         q = (r.summary or r.name).replace("|", "/")

@@ -7,7 +7,9 @@
     dashboard_json = board.build()
 
 Every ClickHouse target is recorded with the columns the panel expects (``Board.docs``):
-docs/grafana.md's table and the query tests are made from that record.
+docs/grafana.md's table and the query tests are made from that record. Every board also
+carries the ``aipulse alerts`` annotation (``Board.annotations``): the streaming detector's
+alerts from the ``alerts`` table drawn as regions, filtered by the board's variables.
 """
 from __future__ import annotations
 
@@ -21,9 +23,13 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from . import datasources as ds
 from .chquery import TABLE, TIME_SERIES, ClickHouseQueryBuilder
-from .sqlparts import DIMENSIONS
+from .sqlparts import DIMENSIONS, alert_annotation_sql
 
 WIDTH = 24
+ANNOTATION_NAME = "aipulse alerts"
+ANNOTATION_QUESTION = ("When did which alert fire and resolve (regions; tags: severity, rule), for the selected "
+                       "service / feature / model / variant?")
+ANNOTATION_COLUMNS = ["time", "timeEnd", "title", "text", "tags"]
 
 
 @dataclass
@@ -76,6 +82,20 @@ class Board:
                 .sort(dm.VariableSort.ALPHABETICAL_ASC)
                 .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"])))
             self.variable_queries = getattr(self, "variable_queries", []) + [(dim, q)]
+        self.annotations: list[QueryDoc] = []
+        self._alert_annotation()
+
+    def _alert_annotation(self) -> None:
+        """The detector's alerts as regions on every panel (the plugin's standard annotation support:
+        its target is a plain SQL query returning time, timeEnd, title, text, tags)."""
+        sql = alert_annotation_sql(self.db)
+        # The SDK types annotation targets after the built-in Grafana datasource's; the plugin's
+        # target is its own query model, which encodes the same way as a panel target.
+        target = ClickHouseQueryBuilder("annotation").raw_sql(sql).format(TABLE).datasource(
+            {"type": ds.CLICKHOUSE_REF.type_val, "uid": ds.CLICKHOUSE_REF.uid})
+        self.b.annotation(dashboard.AnnotationQuery().name(ANNOTATION_NAME).datasource(ds.CLICKHOUSE_REF)
+                          .enable(True).hide(False).icon_color("red").target(target))
+        self.annotations.append(QueryDoc("annotation", sql, TABLE, ANNOTATION_COLUMNS))
 
     # layout ---------------------------------------------------------------------------
     def _place(self, builder, w: int, h: int):

@@ -139,3 +139,37 @@ def metric_sql(figures: list[str], db: str, by: str | None = None, series: bool 
 def raw_filter(dims=DIMENSIONS) -> str:
     """Variable filter plus the panel's range for the raw ``interactions`` table."""
     return f"$__timeFilter(ts) AND NOT shadow AND {var_filter(dims)}"
+
+
+def _alert_dim(d: str) -> str:
+    """An alert's dimension: its group's column, else a rule label of that name, else ''."""
+    return f"if({d} != '', {d}, labels['{d}'])"
+
+
+def alert_annotation_sql(db: str, dims=DIMENSIONS) -> str:
+    """Alerts of the streaming detector as annotation regions (the ``alerts`` table, migration 003).
+
+    One row per alert (``alert_id``; its firing and resolved rows share it, a re-sent twin
+    counts once): ``time`` = when it fired, ``timeEnd`` = when it resolved, or the range's end
+    while it still fires; ``title``, ``text`` (summary and runbook), ``tags`` = "severity,rule"
+    (Grafana splits tags on commas). An alert is shown when it overlaps the range and, per
+    dashboard variable, when it does not carry that dimension ('' in the IN list) or carries
+    a selected value: a service-wide alert stays visible when one feature is selected.
+    """
+    filt = "\n  AND ".join(f"$__conditionalAll({_alert_dim(d)} IN ('', ${{{d}:singlequote}}), ${d})" for d in dims)
+    resolved = "countIf(status = 'resolved') > 0"
+    return (
+        "SELECT\n"
+        "  min(starts_at) AS time,\n"
+        f"  if({resolved}, maxIf(coalesce(ends_at, at), status = 'resolved'),"
+        f" toDateTime64($__toTime, 3, 'UTC')) AS timeEnd,\n"
+        f"  concat(any(rule), if({resolved}, ' (resolved)', ' (firing)')) AS title,\n"
+        "  concat(argMin(summary, at), if(argMin(runbook, at) != '', concat(' - Runbook: ', argMin(runbook, at)), ''))"
+        " AS text,\n"
+        "  concat(any(severity), ',', any(rule)) AS tags\n"
+        f"FROM {db}.alerts\n"
+        f"WHERE starts_at <= $__toTime\n  AND {filt}\n"
+        "GROUP BY alert_id\n"
+        "HAVING timeEnd >= $__fromTime\n"
+        "ORDER BY time, alert_id"
+    )

@@ -43,6 +43,12 @@ def test_dashboards_load_into_the_sdk_models():
         assert d.uid == data["uid"] and d.title.startswith("aipulse / ")
         assert [v.name for v in d.templating.list_val] == ["service", "feature", "model", "variant"]
         assert any(link.include_vars and link.keep_time and link.tags == ["aipulse"] for link in d.links)
+        # the alert annotation: the SDK's model keeps name/datasource (its target type is the
+        # built-in datasource's); the plugin reads the SQL target of the JSON
+        assert [(a.name, a.datasource.uid, a.enable) for a in d.annotations.list_val] == [
+            ("aipulse alerts", "aipulse-clickhouse", True)]
+        (anno,) = data["annotations"]["list"]
+        assert anno["target"]["editorType"] == "sql" and "FROM aipulse.alerts" in anno["target"]["rawSql"]
         ch = [t for p in d.panels if getattr(p, "targets", None) for t in p.targets if isinstance(t, ClickHouseQuery)]
         for t in ch:
             assert t.raw_sql and t.format_val in (0, 1) and t.editor_type == "sql"
