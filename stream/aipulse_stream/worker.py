@@ -45,6 +45,7 @@ def build(settings: Settings):
     pipeline = Pipeline(settings, dlq_send=dlq_send, topic=settings.topic)
     held: dict[int, collections.deque] = collections.defaultdict(collections.deque)
     acked_upto: dict[int, int] = {}
+    revoked_in_batch: set[int] = set()  # revoked while a batch was being processed
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_, revoked, **kwargs):
@@ -53,6 +54,7 @@ def build(settings: Settings):
             held.pop(p, None)  # a new owner re-reads them from the last commit
             acked_upto.pop(p, None)
         pipeline.revoke(parts)
+        revoked_in_batch.update(parts)
 
     @app.agent(events, name="aipulse-events")
     async def consume(stream):
@@ -61,13 +63,26 @@ def build(settings: Settings):
         async for batch in stream.noack_take(settings.batch_max_events, within=settings.batch_max_wait_s):
             msgs = []
             assigned = app.consumer.assignment()
+            generation = app.consumer_generation_id
             for ev in batch:
                 msg = ev.message
-                if msg.tp not in assigned:
-                    continue  # revoked while buffered: its new owner reads it again
+                if msg.tp not in assigned or msg.generation_id != generation:
+                    # Revoked while buffered, or fetched before the last rebalance (a partition
+                    # revoked and assigned again to this worker is re-read from the last commit):
+                    # its owner reads it again from there.
+                    continue
                 held[msg.partition].append(ev)
                 msgs.append(Message(msg.partition, msg.offset, msg.key, msg.value))
+            revoked_in_batch.clear()
             ackable = await pipeline.process(msgs)
+            if revoked_in_batch:
+                # A rebalance ran while this batch was processed: the state it rebuilt for the
+                # revoked partitions is stale (they restart from the last commit); forget it again.
+                pipeline.revoke(set(revoked_in_batch))
+                for p in revoked_in_batch:
+                    ackable.pop(p, None)
+                    held.pop(p, None)
+                revoked_in_batch.clear()
             for p, upto in ackable.items():
                 q = held.get(p)
                 while q and q[0].message.offset <= upto:
