@@ -231,9 +231,11 @@ class Transport:
             self._last_warn[reason] = now
             log.warning(msg, *args, exc_info=exc_info)
 
-    def _drop(self, reason: str, n: int = 1) -> None:
+    def _drop(self, reason: str, n: int = 1, settles_processing: bool = False) -> None:
         with self._lock:
             self.dropped[reason] += n
+            if settles_processing:
+                self._processing = 0
 
     # --- connector thread
 
@@ -317,7 +319,7 @@ class Transport:
             try:
                 self._send_one(item)
             except Exception:
-                self._drop("internal_error")
+                self._drop("internal_error", settles_processing=True)
                 self._warn("internal_error", "aipulse: internal error, event dropped", exc_info=True)
             finally:
                 with self._lock:
@@ -353,11 +355,14 @@ class Transport:
         try:
             key, value, ts_ms = self._prepare(item)
         except Invalid as err:
-            self._drop("invalid")
+            self._drop("invalid", settles_processing=True)
             self._warn("invalid", "aipulse: invalid event dropped: %s", err)
             return
         size = len(value)
         with self._lock:
+            # The event moves from "processing" to "in flight" in one step, so that stats()
+            # never counts it twice (emitted == sent + dropped + queued at every instant).
+            self._processing = 0
             self._inflight += 1
             self._inflight_bytes += size
         try:
