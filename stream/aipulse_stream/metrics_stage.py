@@ -28,7 +28,7 @@ class MetricsStage:
         self._run_sql = run_sql  # run_sql(fn) -> fn(client), on the ClickHouse thread
         db = settings.database
         self.resolver = JoinResolver(
-            settings, lookup=lambda partition, ids: run_sql(lambda c: clickhouse_lookup(c, db)(partition, ids))
+            settings, lookup=lambda partition, ids: run_sql(lambda c: clickhouse_lookup(c, db, topic)(partition, ids))
         )
         self._started: set[int] = set()
         self._late_seen = 0

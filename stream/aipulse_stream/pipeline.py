@@ -129,11 +129,12 @@ class Pipeline:
         db = self.settings.database
         plist = ",".join(str(int(p)) for p in new)
         sql = " UNION ALL ".join(
-            f"SELECT _partition, max(_offset) FROM {db}.{t} WHERE _partition IN ({plist}) GROUP BY _partition"
+            f"SELECT _partition, max(_offset) FROM {db}.{t} WHERE _topic = {{topic:String}} "
+            f"AND _partition IN ({plist}) GROUP BY _partition"
             for t in ("interactions", "feedback", "evaluations")
         )
         found = {p: -1 for p in new}
-        for p, off in self._client.query(sql).result_rows:
+        for p, off in self._client.query(sql, parameters={"topic": self.topic}).result_rows:
             found[int(p)] = max(found[int(p)], int(off))
         self._stored_upto.update(found)
 
@@ -173,7 +174,7 @@ class Pipeline:
             self._remember(ev.event_id)
             to_store.append((p, o, ev))
         if to_store:
-            for table, rows in rows_by_table(to_store).items():
+            for table, rows in rows_by_table(to_store, self.topic).items():
                 await retry(self._in_thread(self._insert, table, rows), f"insert into {table}",
                             self.settings.insert_retry_max_s,
                             on_failure=lambda _e, t=table: m.INSERT_FAILURES.labels(t).inc())

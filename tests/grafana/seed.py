@@ -100,7 +100,7 @@ def store(client, db: str, events, lag_s: float = 0.5) -> None:
     rows = agg.drain_rows()
     cols = list(rows[0])
     client.insert(f"{db}.metrics_window", [[r[c] for c in cols] for r in rows], column_names=cols)  # one insert
-    for table, trows in rows_by_table(triples).items():
+    for table, trows in rows_by_table(triples, "aipulse.events").items():
         names = column_names(table)
         ts_i = names.index("ts")
         client.insert(f"{db}.{table}", [list(r) + [r[ts_i] + timedelta(seconds=lag_s)] for r in trows],

@@ -30,7 +30,7 @@ TABLES = {
     "feedback": ("feedback", FEEDBACK_COLUMNS),
     "evaluation": ("evaluations", EVALUATION_COLUMNS),
 }
-SOURCE_COLUMNS = ("_partition", "_offset")
+SOURCE_COLUMNS = ("_topic", "_partition", "_offset")
 
 
 def _attr_text(value) -> str:
@@ -39,8 +39,9 @@ def _attr_text(value) -> str:
     return json.dumps(value)
 
 
-def rows_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Evaluation]]) -> dict[str, list[list]]:
-    """Group (partition, offset, event) into row lists per table, columns in TABLES order."""
+def rows_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Evaluation]],
+                  topic: str) -> dict[str, list[list]]:
+    """Group (partition, offset, event) of `topic` into row lists per table, columns in TABLES order."""
     out: dict[str, list[list]] = {}
     for partition, offset, ev in items:
         table, columns = TABLES[ev.kind]
@@ -48,6 +49,7 @@ def rows_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Evalu
         if ev.kind == "interaction":
             i = INTERACTION_COLUMNS.index("attributes")
             row[i] = {k: _attr_text(v) for k, v in ev.attributes.items()}
+        row.append(topic)
         row.append(partition)
         row.append(offset)
         out.setdefault(table, []).append(row)

@@ -72,8 +72,9 @@ LookupRow = tuple[str, str, str, str, str, int, int, int]
 Lookup = Callable[[int, Sequence[str]], Iterable[LookupRow]]
 
 
-def clickhouse_lookup(client, database: str) -> Lookup:
-    """A ``Lookup`` that reads the raw ``interactions`` table through clickhouse-connect."""
+def clickhouse_lookup(client, database: str, topic: str | None = None) -> Lookup:
+    """A ``Lookup`` that reads the raw ``interactions`` table through clickhouse-connect
+    (restricted to the feedback's own topic when given: offsets are per topic)."""
 
     def lookup(partition: int, ids: Sequence[str]) -> list[LookupRow]:
         rows: list[LookupRow] = []
@@ -82,8 +83,9 @@ def clickhouse_lookup(client, database: str) -> Lookup:
             result = client.query(
                 "SELECT interaction_id, service, feature, model, variant, toUnixTimestamp64Milli(ts), "
                 f"_partition, _offset FROM {database}.interactions "
-                "WHERE _partition = {p:UInt32} AND interaction_id IN {ids:Array(String)}",
-                parameters={"p": partition, "ids": chunk},
+                "WHERE _partition = {p:UInt32} AND interaction_id IN {ids:Array(String)}"
+                + (" AND _topic = {t:String}" if topic is not None else ""),
+                parameters={"p": partition, "ids": chunk, "t": topic or ""},
             )
             rows.extend(tuple(r) for r in result.result_rows)
         return rows
