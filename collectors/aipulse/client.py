@@ -75,6 +75,9 @@ def estimate_bytes(fields: dict) -> int:
 # ---------------------------------------------------------------- clients
 
 
+# Kafka timestamps further ahead than this are replaced by now (see prepare()).
+MAX_KAFKA_TS_AHEAD_MS = 5 * 60 * 1000
+
 class NoopClient:
     """Answers every call before :func:`init` (or with ``disabled=True``): nothing is sent."""
 
@@ -144,7 +147,14 @@ class Client:
         except ValidationError as err:
             raise Invalid(f"{kind}: {contract._reason(err)}"[:500]) from None
         value = model.model_dump_json(exclude_none=True).encode()
-        return model.key, value, int(model.ts.timestamp() * 1000)
+        ts_ms = int(model.ts.timestamp() * 1000)
+        # Kafka's timestamp is the event time, except when the event claims to be from the
+        # future: brokers refuse timestamps far ahead (Kafka 4: 1 h), and a refused record
+        # fails its whole batch, neighbours included. The worker judges `ts` itself (DLQ).
+        now_ms = int(time.time() * 1000)
+        if ts_ms > now_ms + MAX_KAFKA_TS_AHEAD_MS:
+            ts_ms = now_ms
+        return model.key, value, ts_ms
 
 
 def _fold_extras(event: dict) -> None:

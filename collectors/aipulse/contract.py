@@ -43,6 +43,11 @@ MAX_ID_LEN = 128            # event_id, interaction_id, session_id, user_id
 MAX_TEXT_LEN = 32_000       # prompt, response, correction (off by default in the SDK)
 MAX_ATTRIBUTES = 64         # keys in `attributes`
 MAX_ATTRIBUTE_LEN = 1_000   # one attribute value, as text
+# Ceilings on summed values: finite sums of billions of events stay finite and exact enough
+# (an absurd value is a producer bug, and goes to the dead-letter topic instead of a window).
+MAX_DURATION_MS = 7 * 86400 * 1000   # latency_ms, ttft_ms: a week
+MAX_COST_USD = 1_000_000.0          # one call
+MAX_SCORE = 1e9                      # feedback score
 
 
 class Outcome(str, Enum):
@@ -77,7 +82,8 @@ class EvaluationSource(str, Enum):
 Name = Annotated[str, Field(max_length=MAX_NAME_LEN)]
 Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LEN)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+DurationMs = Annotated[float, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)]
+CostUsd = Annotated[float, Field(ge=0, le=MAX_COST_USD, allow_inf_nan=False)]
 NonNegInt = Annotated[int, Field(ge=0, le=2**53)]
 
 
@@ -149,11 +155,11 @@ class Interaction(_Event):
     rollout_stage: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
     user_id: Annotated[str, Field(max_length=MAX_ID_LEN)] = ""
     session_id: Annotated[str, Field(max_length=MAX_ID_LEN)] = ""
-    latency_ms: NonNegFloat
-    ttft_ms: NonNegFloat | None = None
+    latency_ms: DurationMs
+    ttft_ms: DurationMs | None = None
     input_tokens: NonNegInt = 0
     output_tokens: NonNegInt = 0
-    cost_usd: NonNegFloat | None = None
+    cost_usd: CostUsd | None = None
     cost_source: Name = ""
     outcome: Outcome = Outcome.ok.value  # type: ignore[assignment]
     fallback_depth: Annotated[int, Field(ge=0, le=16)] = 0
@@ -195,7 +201,7 @@ class Feedback(_Event):
     kind: Literal["feedback"] = "feedback"
     interaction_id: Ident
     feedback_type: FeedbackType
-    score: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    score: Annotated[float, Field(ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False)] | None = None
     user_id: Annotated[str, Field(max_length=MAX_ID_LEN)] = ""
     correction: Text | None = None
     comment: Text | None = None

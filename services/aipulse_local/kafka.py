@@ -159,8 +159,8 @@ def _ready(bootstrap: str) -> bool:
         return False
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create the topics that do not exist yet (name -> partitions)."""
+def ensure_topics(bootstrap: str, topics: dict[str, int], configs: dict[str, dict[str, str]] | None = None) -> None:
+    """Create the topics that do not exist yet (name -> partitions; configs: name -> topic configs)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -171,7 +171,8 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
         raise StackError(f"cannot reach Kafka at {bootstrap}: {err} (start it with `aipulse up` or fix AIPULSE_KAFKA_BOOTSTRAP)") from None
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+        new = [NewTopic(name, n, 1, topic_configs=(configs or {}).get(name, {}))
+               for name, n in topics.items() if name not in existing]
         if new:
             try:
                 admin.create_topics(new)

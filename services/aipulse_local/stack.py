@@ -27,6 +27,7 @@ from .process import StackError, free_port, http_ok, spawn, stop_pid, wait_until
 from .state import StackState, pid_alive
 
 WORKER_START_TIMEOUT_S = 90
+DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 ORDER = ("kafka", "clickhouse", "worker", "alertmanager")  # start order; stop is the reverse
 
 Progress = Callable[[str], None]
@@ -109,6 +110,10 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         settings.topic: settings.topic_partitions,
         settings.dlq_topic: settings.topic_partitions,
         settings.alerts_topic: 1,
+    }, configs={
+        # A dead letter is the original message plus headers: give the DLQ room above the
+        # broker's limit for the source topic so the original bytes always fit.
+        settings.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
     })
 
     if settings.clickhouse_url:

@@ -6,6 +6,10 @@ import faust
 from .config import Settings
 
 COMMIT_INTERVAL_S = 1.0  # how often acked offsets are committed
+# The client-side cap on one produce request: a dead letter carries the original message, which
+# the broker accepted on the source topic, so the client must not refuse it first (the broker's
+# own limit still applies; pipeline.py truncates a dead letter the broker refuses).
+PRODUCER_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 METADATA_MAX_AGE_MS = 10_000  # how soon a consumer sees a topic's partitions again (see below)
 
 
@@ -21,6 +25,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=COMMIT_INTERVAL_S,
         producer_acks=-1,
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         stream_buffer_maxsize=max(4096, settings.batch_max_events * 2),
         autodiscover=False,
         # Unacked events of an open offset block are held on purpose (pipeline.py): a rebalance

@@ -39,6 +39,7 @@ log = logging.getLogger("aipulse.pipeline")
 # within an offset block (an in-memory set would decide differently after a restart).
 RECENT_IDS_MAX = 200_000
 TABLE_SAMPLE_EVERY_S = 30.0
+DLQ_TRUNCATED_BYTES = 64 * 1024  # what is kept of a dead letter too big for the DLQ topic
 
 DlqSend = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
 
@@ -225,7 +226,17 @@ class Pipeline:
                 ("aipulse-reason", reason.encode("utf-8", errors="replace")[:1000]),
                 ("aipulse-source", f"{self.topic}/{msg.partition}/{msg.offset}".encode()),
             ]
-            await self._dlq_send(msg.key, msg.value, headers)
+            try:
+                await self._dlq_send(msg.key, msg.value, headers)
+            except Exception as err:
+                if "TooLarge" not in type(err).__name__:
+                    raise  # retried by the caller with backoff
+                # The DLQ topic refuses a message this big (its limit is lower than the source
+                # topic's): keep the reason, the source position and the first bytes, say so, and
+                # move on; retrying forever would stop the partition.
+                value = msg.value or b""
+                headers.append(("aipulse-truncated", f"original {len(value)} bytes".encode()))
+                await self._dlq_send(msg.key, value[:DLQ_TRUNCATED_BYTES], headers)
         for _, reason in rejected:
             m.DEAD_LETTERED.labels(_reason_label(reason)).inc()
 

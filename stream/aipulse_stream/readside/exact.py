@@ -71,7 +71,7 @@ def exact_metrics(records: Iterable, settings: Settings, group_by: Sequence[str]
     # Which events count: watermark per partition in offset order.
     watermark: dict[int, int] = {}
     first_interaction: dict[tuple[int, str], tuple[int, Interaction]] = {}
-    sums: dict[tuple, dict] = defaultdict(lambda: defaultdict(float))
+    sums: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))  # ints stay exact past 2**53
     latencies: dict[tuple, list] = defaultdict(list)
     ttfts: dict[tuple, list] = defaultdict(list)
     users: dict[tuple, set] = defaultdict(set)
