@@ -67,7 +67,7 @@ def estimate_bytes(fields: dict) -> int:
         if text is not None:
             n += len(text) if isinstance(text, str) else EVENT_BASE_BYTES
     attrs = fields.get("attributes")
-    if attrs:
+    if attrs and isinstance(attrs, dict):  # anything else is refused later, as invalid
         n += ATTRIBUTE_EST_BYTES * len(attrs)
     return n
 
@@ -86,6 +86,9 @@ class NoopClient:
 
     def emit(self, kind: str, fields: dict, nbytes: int = EVENT_BASE_BYTES) -> bool:
         return False
+
+    def count_refused(self, reason: str) -> None:
+        return None
 
     def flush(self, timeout: float | None = None) -> bool:
         return True
@@ -115,6 +118,10 @@ class Client:
     def emit(self, kind: str, fields: dict, nbytes: int = EVENT_BASE_BYTES) -> bool:
         """Queue one event dict (caller's thread). Never raises, never blocks."""
         return self._submit((kind, fields), nbytes)
+
+    def count_refused(self, reason: str) -> None:
+        """An API call that could not even be queued still counts: emitted and dropped."""
+        self.transport.count_refused(reason)
 
     def flush(self, timeout: float | None = None) -> bool:
         return self.transport.flush(timeout)
@@ -241,6 +248,13 @@ def stats() -> dict[str, Any]:
     return _client.stats()
 
 
+def _refused() -> None:
+    try:
+        _client.count_refused("invalid")
+    except Exception:
+        pass
+
+
 def record(**fields: Any) -> str:
     """Emit one complete interaction measured elsewhere (give ``latency_ms``; ``ts`` defaults to now).
 
@@ -258,7 +272,8 @@ def record(**fields: Any) -> str:
             fields["ts"] = time.time()
         _client.emit("interaction", fields, estimate_bytes(fields))
         return iid
-    except Exception:  # pragma: no cover - the guard
+    except Exception:  # the guard: nothing reaches the app, and the event is still counted
+        _refused()
         return ""
 
 
@@ -283,7 +298,8 @@ def feedback(interaction_id: str, feedback_type: str, *, score: float | None = N
         fields.setdefault("ts", time.time())
         _client.emit("feedback", fields, estimate_bytes(fields))
         return eid
-    except Exception:  # pragma: no cover - the guard
+    except Exception:  # the guard: nothing reaches the app, and the event is still counted
+        _refused()
         return ""
 
 
@@ -309,5 +325,6 @@ def evaluate(interaction_id: str, *, correct: bool | None = None, score: float |
         fields.setdefault("ts", time.time())
         _client.emit("evaluation", fields, EVENT_BASE_BYTES)
         return eid
-    except Exception:  # pragma: no cover - the guard
+    except Exception:  # the guard: nothing reaches the app, and the event is still counted
+        _refused()
         return ""

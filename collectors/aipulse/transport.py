@@ -118,6 +118,12 @@ class Transport:
 
     # ------------------------------------------------------------------ control
 
+    def count_refused(self, reason: str) -> None:
+        """An event the API could not queue at all (its arguments broke the call)."""
+        with self._lock:
+            self.emitted += 1
+            self.dropped[reason] += 1
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
