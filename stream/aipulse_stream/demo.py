@@ -144,6 +144,15 @@ def run_demo(settings: Settings, seconds: float = 60.0, rate: float = 150.0, out
     say("")
     say(f"summary from ClickHouse (window rows; {raw} raw interactions stored of {want} sent):")
     say(render_table(rows, ["feature", "model"]))
+    try:
+        from .readside.chart import write_latency_chart
+
+        png = write_latency_chart(client, settings, service, started - 30, time.time(),
+                                  settings.state_dir / "demo-latency.png")
+        if png:
+            say(f"chart: {png} (P50/P95/P99 and error rate per window and feature)")
+    except ImportError:
+        say("chart skipped: matplotlib is not installed")
     say("")
     say("try: aipulse metrics --group-by feature,variant --from -15m --where service=demo")
     say("the stack keeps running; stop it with: aipulse down")
