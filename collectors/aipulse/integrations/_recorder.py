@@ -1,6 +1,8 @@
 """What the provider wrappers share: timing one call, and proxies for streamed responses."""
 from __future__ import annotations
 
+import functools
+
 import time
 from typing import Any, Callable
 
@@ -176,3 +178,47 @@ class AsyncStreamProxy:
             self._rec.finish()
         except Exception:
             pass
+
+
+def wrap_create(create: Any, defaults: dict[str, Any], is_async: bool, provider: str,
+                on_result: Callable[[Any, CallRecorder], None],
+                stream_handler: Callable[[dict], Callable[[Any, CallRecorder], bool]]) -> Any:
+    """Wrap a client's ``create`` (sync or async): one recorded interaction per call.
+
+    ``stream_handler(kwargs)`` runs before the call (it may adjust the request, e.g. to ask for
+    usage in a stream) and returns the per-item handler used when ``stream=True``;
+    ``on_result`` reads a plain response. Written once for every provider.
+    """
+    if is_async:
+        @functools.wraps(create)
+        async def acreate(*args: Any, **kwargs: Any) -> Any:
+            on_item = stream_handler(kwargs)
+            rec = CallRecorder(provider, str(kwargs.get("model") or ""), defaults)
+            try:
+                result = await create(*args, **kwargs)
+            except BaseException as exc:
+                rec.finish(exc)
+                raise
+            if kwargs.get("stream"):
+                return AsyncStreamProxy(result, rec, on_item)
+            on_result(result, rec)
+            rec.finish()
+            return result
+        return acreate
+
+    @functools.wraps(create)
+    def screate(*args: Any, **kwargs: Any) -> Any:
+        on_item = stream_handler(kwargs)
+        rec = CallRecorder(provider, str(kwargs.get("model") or ""), defaults)
+        try:
+            result = create(*args, **kwargs)
+        except BaseException as exc:
+            rec.finish(exc)
+            raise
+        if kwargs.get("stream"):
+            return SyncStreamProxy(result, rec, on_item)
+        on_result(result, rec)
+        rec.finish()
+        return result
+    return screate
+

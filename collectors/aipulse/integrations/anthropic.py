@@ -16,7 +16,7 @@ import functools
 import inspect
 from typing import Any
 
-from ._recorder import AsyncStreamProxy, CallRecorder, SyncStreamProxy
+from ._recorder import CallRecorder, wrap_create
 
 PROVIDER = "anthropic"
 _MARK = "_aipulse_instrumented"
@@ -90,36 +90,7 @@ class _StreamManager:
 
 
 def _wrap_create(create: Any, defaults: dict[str, Any], is_async: bool) -> Any:
-    if is_async:
-        @functools.wraps(create)
-        async def acreate(*args: Any, **kwargs: Any) -> Any:
-            rec = CallRecorder(PROVIDER, str(kwargs.get("model") or ""), defaults)
-            try:
-                result = await create(*args, **kwargs)
-            except BaseException as exc:
-                rec.finish(exc)
-                raise
-            if kwargs.get("stream"):
-                return AsyncStreamProxy(result, rec, _on_event)
-            _on_message(result, rec)
-            rec.finish()
-            return result
-        return acreate
-
-    @functools.wraps(create)
-    def screate(*args: Any, **kwargs: Any) -> Any:
-        rec = CallRecorder(PROVIDER, str(kwargs.get("model") or ""), defaults)
-        try:
-            result = create(*args, **kwargs)
-        except BaseException as exc:
-            rec.finish(exc)
-            raise
-        if kwargs.get("stream"):
-            return SyncStreamProxy(result, rec, _on_event)
-        _on_message(result, rec)
-        rec.finish()
-        return result
-    return screate
+    return wrap_create(create, defaults, is_async, PROVIDER, _on_message, lambda kw: _on_event)
 
 
 def _wrap_stream(stream: Any, defaults: dict[str, Any]) -> Any:

@@ -18,11 +18,10 @@ returned; calling ``instrument_openai`` twice is harmless.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
-from ._recorder import AsyncStreamProxy, CallRecorder, SyncStreamProxy
+from ._recorder import CallRecorder, wrap_create
 
 PROVIDER = "openai"
 _MARK = "_aipulse_instrumented"
@@ -72,38 +71,7 @@ def _prepare(kwargs: dict) -> bool:
 
 
 def _wrap(create: Any, defaults: dict[str, Any], is_async: bool) -> Any:
-    if is_async:
-        @functools.wraps(create)
-        async def acreate(*args: Any, **kwargs: Any) -> Any:
-            injected = _prepare(kwargs)
-            rec = CallRecorder(PROVIDER, str(kwargs.get("model") or ""), defaults)
-            try:
-                result = await create(*args, **kwargs)
-            except BaseException as exc:
-                rec.finish(exc)
-                raise
-            if kwargs.get("stream"):
-                return AsyncStreamProxy(result, rec, _chunk_handler(injected))
-            _on_response(result, rec)
-            rec.finish()
-            return result
-        return acreate
-
-    @functools.wraps(create)
-    def screate(*args: Any, **kwargs: Any) -> Any:
-        injected = _prepare(kwargs)
-        rec = CallRecorder(PROVIDER, str(kwargs.get("model") or ""), defaults)
-        try:
-            result = create(*args, **kwargs)
-        except BaseException as exc:
-            rec.finish(exc)
-            raise
-        if kwargs.get("stream"):
-            return SyncStreamProxy(result, rec, _chunk_handler(injected))
-        _on_response(result, rec)
-        rec.finish()
-        return result
-    return screate
+    return wrap_create(create, defaults, is_async, PROVIDER, _on_response, lambda kw: _chunk_handler(_prepare(kw)))
 
 
 def _is_async(resource: Any) -> bool:
