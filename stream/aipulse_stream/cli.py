@@ -95,14 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--rate", type=float, default=150.0, help="average events per second")
     p.set_defaults(fn=cmd_demo)
-    try:
-        from .readside import metrics_cli
-    except ImportError:
-        metrics_cli = None
-    if metrics_cli is not None:
-        p = sub.add_parser("metrics", help="windowed metrics per group, read from ClickHouse")
-        metrics_cli.add_arguments(p)
-        p.set_defaults(fn=metrics_cli.run)
+    from .readside import metrics_cli
+
+    p = sub.add_parser("metrics", help="windowed metrics per group, read from ClickHouse")
+    metrics_cli.add_arguments(p)
+    p.set_defaults(fn=metrics_cli.run)
     from aipulse_grafana import cli as grafana_cli
 
     p = sub.add_parser("grafana", help="Grafana provisioning: export the files or deploy to a running Grafana")

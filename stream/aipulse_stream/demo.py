@@ -118,13 +118,12 @@ def run_demo(settings: Settings, seconds: float = 60.0, rate: float = 150.0, out
         elapsed = time.monotonic() - start_wall
         if elapsed >= next_report:
             st = aipulse.stats()
-            say(f"  {elapsed:5.0f}s  emitted {st.get('emitted', 0):>6}  sent {st.get('sent', 0):>6}  "
-                f"queued {st.get('queued', 0):>5}")
+            say(f"  {elapsed:5.0f}s  emitted {st['emitted']:>6}  sent {st['sent']:>6}  queued {st['queued']:>5}")
             next_report += 5.0
     aipulse.flush(30)
     st = aipulse.stats()
     aipulse.close()
-    say(f"sent {st.get('sent', 0)} events ({st.get('dropped_total', sum((st.get('dropped') or {}).values()))} dropped); "
+    say(f"sent {st['sent']} events ({sum(st['dropped'].values())} dropped); "
         "waiting for the worker to store them...")
 
     client = client_for_url(clickhouse_url(settings))

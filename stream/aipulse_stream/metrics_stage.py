@@ -94,14 +94,12 @@ class MetricsStage:
         return out
 
     def _export_counters(self) -> None:
-        late = getattr(self.agg, "late_total", None)
-        if late is not None and late > self._late_seen:
-            m.LATE.inc(late - self._late_seen)
-            self._late_seen = late
-        orphaned = getattr(self.agg, "orphaned_total", None)
-        if orphaned is not None and orphaned > self._orphaned_seen:
-            m.ORPHANED.inc(orphaned - self._orphaned_seen)
-            self._orphaned_seen = orphaned
+        if self.agg.late_total > self._late_seen:
+            m.LATE.inc(self.agg.late_total - self._late_seen)
+            self._late_seen = self.agg.late_total
+        if self.agg.orphaned_total > self._orphaned_seen:
+            m.ORPHANED.inc(self.agg.orphaned_total - self._orphaned_seen)
+            self._orphaned_seen = self.agg.orphaned_total
         marks = [w for w in (self.agg.watermark(p) for p in self._started) if w]
         if marks:
             # Window lag: now minus the end of the newest window that lateness has closed.

@@ -25,6 +25,7 @@ from typing import Awaitable, Callable
 
 from . import selfmetrics as m
 from .config import Settings
+from .metrics_stage import MetricsStage
 from .sinks.raw_events import column_names, rows_by_table
 from .sinks.retry import retry
 from .storage.clickhouse import connect
@@ -66,7 +67,7 @@ class Pipeline:
         self._client = None
         self._stored_upto: dict[int, int] = {}  # partition -> highest offset already in raw tables
         self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.metrics = None  # the window-metrics stage, set in start() when available
+        self.metrics = None  # the window-metrics stage, made in start()
         self._tables_sampled_at = float("-inf")
         self._started = False
 
@@ -76,7 +77,7 @@ class Pipeline:
             return
         await retry(self._in_thread(self._connect_and_migrate), "connect to ClickHouse and migrate",
                     self.settings.insert_retry_max_s)
-        self.metrics = self._make_metrics_stage()
+        self.metrics = MetricsStage(self.settings, self.topic, self._run_sql)
         self._started = True
 
     async def stop(self) -> None:
@@ -97,12 +98,6 @@ class Pipeline:
             log.info("applied migrations: %s", ", ".join(applied))
         self._client = client
 
-    def _make_metrics_stage(self):
-        try:
-            from .metrics_stage import MetricsStage
-        except ImportError:  # the stage is optional while it is being built
-            return None
-        return MetricsStage(self.settings, self.topic, self._run_sql)
 
     def _in_thread(self, fn, *args):
         loop = asyncio.get_running_loop()
@@ -188,8 +183,6 @@ class Pipeline:
         last = {}
         for msg in batch:
             last[msg.partition] = max(last.get(msg.partition, -1), msg.offset)
-        if self.metrics is None:
-            return last
         return await self.metrics.process(valid, last, self._in_thread)
 
     def _maybe_sample_tables(self) -> None:

@@ -12,7 +12,6 @@ offset and event_id; window rows are replaced, see pipeline.py).
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import os
