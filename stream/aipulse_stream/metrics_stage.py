@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from . import crashpoints
 from . import selfmetrics as m
 from .config import Settings
 from .sinks.retry import retry
@@ -62,6 +63,7 @@ class MetricsStage:
             started = time.perf_counter()
             self._run_sql(lambda c: c.insert(f"{db}.{table}", [[r[k] for k in cols] for r in items], column_names=cols))
             m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
+            crashpoints.reached("after_window_insert" if table == "metrics_window" else "after_progress_insert")
 
     async def process(self, valid: list, last: dict[int, int], in_thread) -> dict[int, int]:
         first: dict[int, int] = {}

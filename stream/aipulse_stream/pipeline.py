@@ -23,10 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from . import crashpoints
 from . import selfmetrics as m
 from .config import Settings
 from .metrics_stage import MetricsStage
-from .sinks.raw_events import column_names, rows_by_table
+from .sinks.raw_events import TABLES, column_names, rows_by_table
 from .sinks.retry import retry
 from .storage.clickhouse import connect
 from .storage.migrations import migrate
@@ -42,6 +43,7 @@ RECENT_IDS_MAX = 200_000
 TABLE_SAMPLE_EVERY_S = 30.0
 DLQ_TRUNCATED_BYTES = 64 * 1024  # what is kept of a dead letter too big for the DLQ topic
 
+RAW_TABLES = tuple(t for t, _cols in TABLES.values())
 DlqSend = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
 
 
@@ -65,7 +67,7 @@ class Pipeline:
         # and blocking HTTP calls stay off the event loop (Faust's heartbeats keep running).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aipulse-ch")
         self._client = None
-        self._stored_upto: dict[int, int] = {}  # partition -> highest offset already in raw tables
+        self._stored_upto: dict[int, dict[str, int]] = {}  # partition -> raw table -> highest stored offset
         self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.metrics = None  # the window-metrics stage, made in start()
         self._tables_sampled_at = float("-inf")
@@ -119,25 +121,38 @@ class Pipeline:
             self.metrics.revoke(partitions)
 
     def _load_stored_upto(self, partitions: list[int]) -> None:
+        """Per partition, the highest offset already stored in EACH raw table.
+
+        Per table, not across them: the tables are written one insert after another, so a
+        worker that died between two of them has stored a batch in some tables only; its
+        replay must still write the others (a max across tables skipped them for good)."""
         new = [p for p in partitions if p not in self._stored_upto]
         if not new:
             return
         db = self.settings.database
         plist = ",".join(str(int(p)) for p in new)
         sql = " UNION ALL ".join(
-            f"SELECT _partition, max(_offset) FROM {db}.{t} WHERE _topic = {{topic:String}} "
+            f"SELECT '{t}', _partition, max(_offset) FROM {db}.{t} WHERE _topic = {{topic:String}} "
             f"AND _partition IN ({plist}) GROUP BY _partition"
-            for t in ("interactions", "feedback", "evaluations")
+            for t in RAW_TABLES
         )
-        found = {p: -1 for p in new}
-        for p, off in self._client.query(sql, parameters={"topic": self.topic}).result_rows:
-            found[int(p)] = max(found[int(p)], int(off))
+        found: dict[int, dict[str, int]] = {p: dict.fromkeys(RAW_TABLES, -1) for p in new}
+        for table, p, off in self._client.query(sql, parameters={"topic": self.topic}).result_rows:
+            found[int(p)][table] = int(off)
         self._stored_upto.update(found)
+
+    def _stored(self, partition: int, table: str | None = None) -> int:
+        """Highest stored offset of the partition in ``table`` (None: in every raw table)."""
+        per_table = self._stored_upto.get(partition)
+        if not per_table:
+            return -1
+        return per_table[table] if table is not None else min(per_table.values())
 
     # -- the batch -----------------------------------------------------------------------
     async def process(self, batch: list[Message]) -> dict[int, int]:
         if not batch:
             return {}
+        crashpoints.reached("after_fetch")
         m.BATCH_SIZE.observe(len(batch))
         m.CONSUMED.labels(self.topic).inc(len(batch))
         partitions = sorted({msg.partition for msg in batch})
@@ -154,15 +169,18 @@ class Pipeline:
                 valid.append((msg.partition, msg.offset, result))
 
         # Dead letters first: once they are on the DLQ topic, their offsets may be acked.
-        fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored_upto.get(msg.partition, -1)]
+        # (A rejected offset below what every raw table holds was handled by an earlier run.)
+        fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored(msg.partition)]
         if fresh_rejects:
+            # One list across retries: a retry re-sends only the letters not yet delivered.
             await retry(lambda: self._send_dead_letters(fresh_rejects), "send to the dead-letter topic",
                         self.settings.insert_retry_max_s)
+            crashpoints.reached("after_dlq_send")
 
-        # Raw events: skip what a previous run already stored (a replay after a crash).
+        # Raw events: skip what a previous run already stored in that event's table (a replay).
         to_store = []
         for p, o, ev in valid:
-            if o <= self._stored_upto.get(p, -1):
+            if o <= self._stored(p, TABLES[ev.kind][0]):
                 continue
             if ev.event_id in self._recent_ids:
                 m.DUPLICATES.inc()
@@ -175,9 +193,11 @@ class Pipeline:
                             self.settings.insert_retry_max_s,
                             on_failure=lambda _e, t=table: m.INSERT_FAILURES.labels(t).inc())
                 m.STORED.labels(table).inc(len(rows))
-            for p, o, _ in to_store:
-                if o > self._stored_upto.get(p, -1):
-                    self._stored_upto[p] = o
+                for r in rows:  # the source columns close each row: _topic, _partition, _offset
+                    per_table = self._stored_upto.setdefault(r[-2], dict.fromkeys(RAW_TABLES, -1))
+                    if r[-1] > per_table[table]:
+                        per_table[table] = r[-1]
+                crashpoints.reached(f"after_raw_insert:{table}")
 
         self._maybe_sample_tables()
         last = {}
@@ -214,7 +234,9 @@ class Pipeline:
         m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
 
     async def _send_dead_letters(self, rejected: list[tuple[Message, str]]) -> None:
-        for msg, reason in rejected:
+        """Send and remove from ``rejected`` one by one (so a retry resumes after the last delivered)."""
+        while rejected:
+            msg, reason = rejected[0]
             headers = [
                 ("aipulse-reason", reason.encode("utf-8", errors="replace")[:1000]),
                 ("aipulse-source", f"{self.topic}/{msg.partition}/{msg.offset}".encode()),
@@ -230,7 +252,7 @@ class Pipeline:
                 value = msg.value or b""
                 headers.append(("aipulse-truncated", f"original {len(value)} bytes".encode()))
                 await self._dlq_send(msg.key, value[:DLQ_TRUNCATED_BYTES], headers)
-        for _, reason in rejected:
+            rejected.pop(0)
             m.DEAD_LETTERED.labels(_reason_label(reason)).inc()
 
 

@@ -19,6 +19,7 @@ import sys
 
 from prometheus_client import start_http_server
 
+from . import crashpoints
 from . import selfmetrics as m
 from .app import create_app
 from .config import ConfigError, Settings
@@ -54,6 +55,7 @@ def build(settings: Settings):
             acked_upto.pop(p, None)
         pipeline.revoke(parts)
         revoked_in_batch.update(parts)
+        crashpoints.reached("during_revoke")
 
     @app.agent(events, name="aipulse-events")
     async def consume(stream):
