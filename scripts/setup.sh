@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything aipulse needs on a fresh machine, idempotently:
 #   - Debian packages (Java runtime, Maven, Alertmanager, Prometheus' promtool) when missing,
-#   - a Python 3.11 virtualenv in .venv with the project and its test extras,
+#   - a Python 3.11 virtualenv in .venv with the project, its server and test extras,
 #   - the Kafka broker jars from Maven Central into .cache/kafka-jars.
 # Every step prints one line; a failing step says what to do.
 set -euo pipefail
@@ -37,7 +37,7 @@ stamp=.venv/.aipulse-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   step "installing Python packages (first run downloads them from PyPI)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[server,test]"
   touch "$stamp"
 else
   step "Python packages up to date"
