@@ -24,7 +24,8 @@ A circuit breaker (closed -> open after ``failure_threshold`` consecutive failur
 after ``reset_timeout_s`` -> closed after a successful probe) marks every interaction that
 goes through it with ``attributes.circuit`` and ``attributes.circuit_state``, and the one during
 which it changed state with ``attributes.circuit_transition`` (``closed>open``); its
-``on_state_change`` hook and the SDK's Prometheus metrics see every transition too. Calls
+``on_state_change`` hook (run after the breaker's lock is released, so it may read or use the
+breaker) and the SDK's Prometheus metrics see every transition too. Calls
 refused while open raise :class:`CircuitOpenError` (``error_type`` of the interaction).
 """
 from __future__ import annotations
@@ -102,13 +103,18 @@ class CircuitBreaker:
         self._probes = 0
         self.transitions: dict[tuple[str, str], int] = {}
         self._last_transition: str = ""
+        # Transitions made under the lock, told to the hook after it is released: a hook
+        # that reads the breaker (or calls through it) must not deadlock every caller.
+        self._unsent: list[tuple[str, str]] = []
         _BREAKERS[name] = self
 
     @property
     def state(self) -> str:
         with self._lock:
             self._tick()
-            return self._state
+            state = self._state
+        self._notify()
+        return state
 
     def _tick(self) -> None:
         if self._state == OPEN and self._clock() - self._opened_at >= self.reset_timeout_s:
@@ -127,35 +133,49 @@ class CircuitBreaker:
         handle = current_interaction()
         if handle is not None:
             handle.fields.setdefault("attributes", {})["circuit_transition"] = self._last_transition
-        log.info("aipulse: circuit %s %s -> %s", self.name, old, new)
-        if self.on_state_change is not None:
-            try:
-                self.on_state_change(self.name, old, new)
-            except Exception:
-                log.warning("aipulse: on_state_change hook failed", exc_info=True)
+        self._unsent.append((old, new))
+
+    def _notify(self) -> None:
+        """Log and run the hook for transitions made under the lock (call without the lock)."""
+        if not self._unsent:
+            return
+        with self._lock:
+            moves, self._unsent = self._unsent, []
+        for old, new in moves:
+            log.info("aipulse: circuit %s %s -> %s", self.name, old, new)
+            if self.on_state_change is not None:
+                try:
+                    self.on_state_change(self.name, old, new)
+                except Exception:
+                    log.warning("aipulse: on_state_change hook failed", exc_info=True)
 
     def allow(self) -> bool:
         """May a call go through now? (Reserves a probe slot when half-open.)"""
         with self._lock:
             self._tick()
             if self._state == CLOSED:
-                return True
-            if self._state == HALF_OPEN and self._probes < self.half_open_probes:
+                allowed = True
+            elif self._state == HALF_OPEN and self._probes < self.half_open_probes:
                 self._probes += 1
-                return True
-            return False
+                allowed = True
+            else:
+                allowed = False
+        self._notify()
+        return allowed
 
     def success(self) -> None:
         with self._lock:
             self._failures = 0
             if self._state == HALF_OPEN:
                 self._move(CLOSED)
+        self._notify()
 
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
             if self._state == HALF_OPEN or (self._state == CLOSED and self._failures >= self.failure_threshold):
                 self._move(OPEN)
+        self._notify()
 
     def mark(self, handle: Interaction | None) -> None:
         """Note this breaker and its state on an interaction."""
