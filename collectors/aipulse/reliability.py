@@ -24,7 +24,8 @@ A circuit breaker (closed -> open after ``failure_threshold`` consecutive failur
 after ``reset_timeout_s`` -> closed after a successful probe) marks every interaction that
 goes through it with ``attributes.circuit`` and ``attributes.circuit_state``, and the one during
 which it changed state with ``attributes.circuit_transition`` (``closed>open``); its
-``on_state_change`` hook and the SDK's Prometheus metrics see every transition too. Calls
+``on_state_change`` hook (run after the breaker's lock is released, so it may read or use the
+breaker) and the SDK's Prometheus metrics see every transition too. Calls
 refused while open raise :class:`CircuitOpenError` (``error_type`` of the interaction).
 """
 from __future__ import annotations
@@ -34,7 +35,8 @@ import inspect
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -45,9 +47,6 @@ log = logging.getLogger("aipulse")
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_RESET_TIMEOUT_S = 30.0
 DEFAULT_HALF_OPEN_PROBES = 1
-# Threads that run sync calls under a timeout (a timed-out call keeps its thread until it ends:
-# Python cannot kill a thread).
-TIMEOUT_WORKERS = 16
 MAX_REASON_LEN = 200
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -102,13 +101,18 @@ class CircuitBreaker:
         self._probes = 0
         self.transitions: dict[tuple[str, str], int] = {}
         self._last_transition: str = ""
+        # Transitions made under the lock, told to the hook after it is released: a hook
+        # that reads the breaker (or calls through it) must not deadlock every caller.
+        self._unsent: list[tuple[str, str]] = []
         _BREAKERS[name] = self
 
     @property
     def state(self) -> str:
         with self._lock:
             self._tick()
-            return self._state
+            state = self._state
+        self._notify()
+        return state
 
     def _tick(self) -> None:
         if self._state == OPEN and self._clock() - self._opened_at >= self.reset_timeout_s:
@@ -127,35 +131,49 @@ class CircuitBreaker:
         handle = current_interaction()
         if handle is not None:
             handle.fields.setdefault("attributes", {})["circuit_transition"] = self._last_transition
-        log.info("aipulse: circuit %s %s -> %s", self.name, old, new)
-        if self.on_state_change is not None:
-            try:
-                self.on_state_change(self.name, old, new)
-            except Exception:
-                log.warning("aipulse: on_state_change hook failed", exc_info=True)
+        self._unsent.append((old, new))
+
+    def _notify(self) -> None:
+        """Log and run the hook for transitions made under the lock (call without the lock)."""
+        if not self._unsent:
+            return
+        with self._lock:
+            moves, self._unsent = self._unsent, []
+        for old, new in moves:
+            log.info("aipulse: circuit %s %s -> %s", self.name, old, new)
+            if self.on_state_change is not None:
+                try:
+                    self.on_state_change(self.name, old, new)
+                except Exception:
+                    log.warning("aipulse: on_state_change hook failed", exc_info=True)
 
     def allow(self) -> bool:
         """May a call go through now? (Reserves a probe slot when half-open.)"""
         with self._lock:
             self._tick()
             if self._state == CLOSED:
-                return True
-            if self._state == HALF_OPEN and self._probes < self.half_open_probes:
+                allowed = True
+            elif self._state == HALF_OPEN and self._probes < self.half_open_probes:
                 self._probes += 1
-                return True
-            return False
+                allowed = True
+            else:
+                allowed = False
+        self._notify()
+        return allowed
 
     def success(self) -> None:
         with self._lock:
             self._failures = 0
             if self._state == HALF_OPEN:
                 self._move(CLOSED)
+        self._notify()
 
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
             if self._state == HALF_OPEN or (self._state == CLOSED and self._failures >= self.failure_threshold):
                 self._move(OPEN)
+        self._notify()
 
     def mark(self, handle: Interaction | None) -> None:
         """Note this breaker and its state on an interaction."""
@@ -219,31 +237,61 @@ def breakers() -> dict[str, CircuitBreaker]:
 
 # ---------------------------------------------------------------- timeouts and validation
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+def _start_call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    """Run ``fn`` on a thread of its own; its result (or exception) lands in the future.
+
+    One daemon thread per call, not a shared bounded pool: a hung provider call keeps only its
+    own thread (Python cannot stop a thread), never a slot that later calls wait for. A thread
+    costs tens of microseconds, nothing beside a provider call.
+    """
+    import contextvars
+
+    future: Future = Future()
+    ctx = contextvars.copy_context()  # so instrumented clients still see the interaction
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = ctx.run(fn, *args, **kwargs)
+        except BaseException as exc:  # handed to the caller, who re-raises it
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, name="aipulse-timed-call", daemon=True).start()
+    return future
 
 
 def call_with_timeout(fn: Callable[..., Any], timeout_s: float | None, *args: Any, **kwargs: Any) -> Any:
     """Run a sync ``fn`` with a deadline; ``TimeoutError`` when it passes.
 
-    The call runs on a worker thread and keeps running after the deadline (Python cannot stop
-    a thread); give the client its own timeout too. ``None`` calls ``fn`` directly.
+    The call runs on a thread of its own and keeps running after the deadline (Python cannot
+    stop a thread); give the client its own timeout too. ``None`` calls ``fn`` directly.
+
+        >>> call_with_timeout(lambda x: x * 2, 1.0, 21)
+        42
     """
-    global _pool
     if timeout_s is None:
         return fn(*args, **kwargs)
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(TIMEOUT_WORKERS, thread_name_prefix="aipulse-timeout")
-    import contextvars
-
-    ctx = contextvars.copy_context()  # so instrumented clients still see the interaction
-    future = _pool.submit(ctx.run, fn, *args, **kwargs)
+    future = _start_call(fn, args, kwargs)
     try:
         return future.result(timeout=timeout_s)
-    except TimeoutError:
+    except FutureTimeout:
         future.cancel()
+        raise TimeoutError(f"call exceeded {timeout_s} s") from None
+
+
+async def acall_sync_with_timeout(fn: Callable[..., Any], timeout_s: float | None, *args: Any,
+                                  **kwargs: Any) -> Any:
+    """From asyncio, run a sync ``fn`` on its own thread (the event loop keeps running), with
+    an optional deadline (``TimeoutError``)."""
+    future = asyncio.wrap_future(_start_call(fn, args, kwargs))
+    if timeout_s is None:
+        return await future
+    try:
+        return await asyncio.wait_for(future, timeout_s)
+    except asyncio.TimeoutError:
         raise TimeoutError(f"call exceeded {timeout_s} s") from None
 
 
@@ -419,7 +467,8 @@ class FallbackChain:
             raise self._exhausted(h, reasons, errors)
 
     async def acall(self, *args: Any, aipulse_fields: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        """Run the chain with async steps (sync steps are called directly)."""
+        """Run the chain from asyncio: async steps are awaited, sync steps run on a thread of
+        their own, so the event loop never waits for them."""
         async with self._begin(aipulse_fields or {}, args, kwargs) as h:
             if self.validate_input is not None and not self.validate_input(*args, **kwargs):
                 raise RejectedInput("input rejected")
@@ -431,8 +480,8 @@ class FallbackChain:
                 try:
                     if inspect.iscoroutinefunction(step.fn):
                         result = await acall_with_timeout(step.fn, step.timeout_s, *args, **kwargs)
-                    else:
-                        result = call_with_timeout(step.fn, step.timeout_s, *args, **kwargs)
+                    else:  # a sync step must not block the event loop: it runs on a thread
+                        result = await acall_sync_with_timeout(step.fn, step.timeout_s, *args, **kwargs)
                 except Exception as exc:
                     self._failed(step, exc, reasons, errors)
                     continue

@@ -10,6 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 # model name -> (HTTP status, error type) to make the server fail on purpose
 FAILING_MODELS = {"fail-500": (500, "api_error"), "fail-429": (429, "rate_limit_error")}
 SLOW_MODEL = "slow"
+# a server that refuses request fields it does not know (some OpenAI-compatible servers do)
+STRICT_MODEL = "strict"
+STRICT_KNOWN_FIELDS = {"model", "messages", "stream", "max_tokens", "temperature"}
 FIRST_TOKEN_DELAY_S = 0.05
 
 
@@ -53,6 +56,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model", "")
         if model == SLOW_MODEL:
             time.sleep(1.0)
+        if model == STRICT_MODEL and set(body) - STRICT_KNOWN_FIELDS:
+            unknown = ", ".join(sorted(set(body) - STRICT_KNOWN_FIELDS))
+            return self._json(400, {"error": {"type": "invalid_request_error",
+                                              "message": f"unknown field(s): {unknown}"}})
         if model in FAILING_MODELS:
             status, kind = FAILING_MODELS[model]
             return self._json(status, {"type": "error", "error": {"type": kind, "message": "boom"}})

@@ -42,14 +42,14 @@ def test_openai_plain_call(captured, providers):
     assert ev["latency_ms"] > 0 and ev["outcome"] == "ok" and ev["cost_source"] in ("genai-prices", "unknown")
 
 
-def test_openai_stream_records_ttft_tokens_and_hides_the_usage_chunk(captured, providers):
+def test_openai_stream_records_ttft_and_leaves_the_request_alone(captured, providers):
     stream = oa(providers).chat.completions.create(model="gpt-4o", messages=MSGS, stream=True)
     chunks = list(stream)
-    assert all(c.choices for c in chunks)  # the app sees only the chunks it asked for
+    assert all(c.choices for c in chunks)  # no usage chunk: the app did not ask for one
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello!"
-    assert providers.requests[-1][1]["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in providers.requests[-1][1]
     (ev,) = captured.events
-    assert (ev["input_tokens"], ev["output_tokens"]) == (13, 3)
+    assert (ev["input_tokens"], ev["output_tokens"]) == (0, 0)  # usage only when the app asks
     assert ev["ttft_ms"] >= FIRST_TOKEN_DELAY_S * 1000 * 0.9 and ev["latency_ms"] >= ev["ttft_ms"]
 
 
@@ -67,8 +67,9 @@ def test_openai_async_plain_and_streamed(captured, providers):
 
     async def main():
         reply = await client.chat.completions.create(model="gpt-4o", messages=MSGS)
-        stream = await client.chat.completions.create(model="gpt-4o", messages=MSGS, stream=True)
-        text = "".join([c.choices[0].delta.content or "" async for c in stream])
+        stream = await client.chat.completions.create(model="gpt-4o", messages=MSGS, stream=True,
+                                                      stream_options={"include_usage": True})
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         return reply, text
 
     reply, text = asyncio.run(main())

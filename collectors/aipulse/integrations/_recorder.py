@@ -185,8 +185,8 @@ def wrap_create(create: Any, defaults: dict[str, Any], is_async: bool, provider:
                 stream_handler: Callable[[dict], Callable[[Any, CallRecorder], bool]]) -> Any:
     """Wrap a client's ``create`` (sync or async): one recorded interaction per call.
 
-    ``stream_handler(kwargs)`` runs before the call (it may adjust the request, e.g. to ask for
-    usage in a stream) and returns the per-item handler used when ``stream=True``;
+    ``stream_handler(kwargs)`` runs before the call (it reads the request and must never change
+    it: the app's request is the app's) and returns the per-item handler used when ``stream=True``;
     ``on_result`` reads a plain response. Written once for every provider.
     """
     if is_async:

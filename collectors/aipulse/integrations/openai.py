@@ -11,10 +11,11 @@ exception's class as ``error_type``; ``refused`` for a refusal or a content-filt
     for chunk in client.chat.completions.create(model="gpt-4o", messages=msgs, stream=True):
         ...
 
-For streamed calls the wrapper asks for usage (``stream_options={"include_usage": True}``)
-unless the app set ``stream_options`` itself, and then hides the extra usage-only chunk, so
-the app sees exactly the chunks it would have seen. The client is changed in place and
-returned; calling ``instrument_openai`` twice is harmless.
+The app's request is sent exactly as the app wrote it: nothing is added (some
+OpenAI-compatible servers answer 400 to fields they do not know). A streamed call's tokens are
+recorded when the app asked for them (``stream_options={"include_usage": True}``); otherwise
+the interaction has latency, time to first token and outcome, and zero tokens. The client is
+changed in place and returned; calling ``instrument_openai`` twice is harmless.
 """
 from __future__ import annotations
 
@@ -44,34 +45,23 @@ def _on_response(resp: Any, rec: CallRecorder) -> None:
             rec.outcome = "refused"
 
 
-def _chunk_handler(hide_usage_chunk: bool):
-    def on_chunk(chunk: Any, rec: CallRecorder) -> bool:
-        rec.set_model(getattr(chunk, "model", None))
-        choices = getattr(chunk, "choices", None)
-        if getattr(chunk, "usage", None) is not None:
-            _usage(chunk, rec)
-        if choices:
-            delta = getattr(choices[0], "delta", None)
-            if getattr(delta, "content", None) or getattr(delta, "tool_calls", None):
-                rec.first_token()  # the first *content*, not the empty role-only chunk
-            if getattr(choices[0], "finish_reason", None) == "content_filter":
-                rec.outcome = "refused"
-            return True
-        # The usage-only chunk we asked for: the app did not ask for it, so it does not see it.
-        return not (hide_usage_chunk and getattr(chunk, "usage", None) is not None)
-    return on_chunk
-
-
-def _prepare(kwargs: dict) -> bool:
-    """Ask for usage in a stream if the app did not choose; True if we added it."""
-    if kwargs.get("stream") and "stream_options" not in kwargs:
-        kwargs["stream_options"] = {"include_usage": True}
-        return True
-    return False
+def _on_chunk(chunk: Any, rec: CallRecorder) -> bool:
+    rec.set_model(getattr(chunk, "model", None))
+    if getattr(chunk, "usage", None) is not None:  # present only when the app asked for usage
+        _usage(chunk, rec)
+    choices = getattr(chunk, "choices", None)
+    if choices:
+        delta = getattr(choices[0], "delta", None)
+        if getattr(delta, "content", None) or getattr(delta, "tool_calls", None):
+            rec.first_token()  # the first *content*, not the empty role-only chunk
+        if getattr(choices[0], "finish_reason", None) == "content_filter":
+            rec.outcome = "refused"
+    return True  # the app sees every chunk it asked for
 
 
 def _wrap(create: Any, defaults: dict[str, Any], is_async: bool) -> Any:
-    return wrap_create(create, defaults, is_async, PROVIDER, _on_response, lambda kw: _chunk_handler(_prepare(kw)))
+    # The request is never changed: the stream handler only reads.
+    return wrap_create(create, defaults, is_async, PROVIDER, _on_response, lambda kw: _on_chunk)
 
 
 def _is_async(resource: Any) -> bool:
