@@ -1,7 +1,7 @@
 """The `aipulse` command: the local stack, schema, migrations, metrics and the demo.
 
     aipulse up | down | status [--json]
-    aipulse migrate
+    aipulse migrate [--cluster NAME] [--print]
     aipulse schema
     aipulse metrics --group-by feature,model --from -15m [--where model=gpt-4o] [--json]
     aipulse demo [--seconds 60]
@@ -55,9 +55,12 @@ def _status_table(st: dict) -> str:
 
 def cmd_migrate(args, settings: Settings) -> int:
     from .storage.clickhouse import connect
-    from .storage.migrations import migrate
+    from .storage.migrations import migrate, plan
 
-    applied = migrate(connect(settings), settings)
+    if args.print:
+        print(";\n\n".join(s for m in plan(settings, args.cluster) for s in m.statements) + ";")
+        return 0
+    applied = migrate(connect(settings), settings, cluster=args.cluster)
     print("applied: " + (", ".join(applied) if applied else "nothing (schema is current)"))
     return 0
 
@@ -88,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_status)
     p = sub.add_parser("migrate", help="apply ClickHouse schema migrations")
+    p.add_argument("--cluster", metavar="NAME", help="ClickHouse cluster (remote_servers): Replicated + Distributed tables ON CLUSTER")
+    p.add_argument("--print", action="store_true", help="print the DDL instead of applying it")
     p.set_defaults(fn=cmd_migrate)
     p = sub.add_parser("schema", help="print the event JSON Schema")
     p.set_defaults(fn=cmd_schema)

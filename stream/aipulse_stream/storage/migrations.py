@@ -62,22 +62,162 @@ def load(settings: Settings) -> list[Migration]:
     return found
 
 
-def migrate(client, settings: Settings) -> list[str]:
-    """Apply every migration not yet recorded; return the names applied now."""
-    db = settings.database
-    client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-    client.command(
+def bookkeeping_statements(db: str) -> list[str]:
+    """The database and the table that records applied migrations (before any migration)."""
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}",
         f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
         "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
-    done = {row[0] for row in client.query(f"SELECT version FROM {db}.schema_migrations FINAL").result_rows}
+        "ENGINE = ReplacingMergeTree ORDER BY version",
+    ]
+
+
+def plan(settings: Settings, cluster: str | None = None) -> list[Migration]:
+    """What :func:`migrate` applies, in order (bookkeeping first, as version 0); ``cluster``
+    gives the cluster form. ``aipulse migrate --cluster NAME --print`` prints it."""
+    migs = [Migration(0, "000_bookkeeping", tuple(bookkeeping_statements(settings.database)))] + load(settings)
+    return cluster_migrations(migs, cluster) if cluster else migs
+
+
+def migrate(client, settings: Settings, cluster: str | None = None) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now.
+
+    ``cluster``: apply the cluster form (``ON CLUSTER``, Replicated and Distributed tables).
+    A database migrated one way is never migrated the other way (one clear error)."""
+    db = settings.database
+    book, *migrations = plan(settings, cluster)
+    engine = _engine_of(client, db, "schema_migrations")
+    if engine is not None and (engine == "Distributed") != bool(cluster):
+        how = "for a cluster: run `aipulse migrate --cluster NAME`" if engine == "Distributed" \
+            else "for one server: run `aipulse migrate` without --cluster"
+        pending = _pending(client, db, migrations)
+        if not pending:
+            return []   # nothing to do either way (a worker starting against a cluster's schema)
+        raise ValueError(f"database {db} was migrated {how} ({', '.join(m.name for m in pending)} pending)")
+    if engine is None:
+        for stmt in book.statements:
+            client.command(stmt)
     applied = []
-    for mig in load(settings):
-        if mig.version in done:
-            continue
+    for mig in _pending(client, db, migrations):
         for stmt in mig.statements:
             client.command(stmt)
         client.insert(f"{db}.schema_migrations", [[mig.version, mig.name]], column_names=["version", "name"])
         applied.append(mig.name)
     return applied
+
+
+def _engine_of(client, db: str, table: str) -> str | None:
+    rows = client.query("SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                        parameters={"db": db, "t": table}).result_rows
+    return rows[0][0] if rows else None
+
+
+def _pending(client, db: str, migrations: list[Migration]) -> list[Migration]:
+    done = {row[0] for row in client.query(f"SELECT version FROM {db}.schema_migrations FINAL").result_rows}
+    return [m for m in migrations if m.version not in done]
+
+
+# --- The cluster variant -------------------------------------------------------------------
+# The same migration files, rewritten statement by statement for a ClickHouse cluster
+# (``aipulse migrate --cluster NAME``): there is no second copy of the DDL to drift.
+#
+# - every table ``T`` becomes ``T_local`` (Replicated* engine, ``ON CLUSTER``, a
+#   ``/clickhouse/tables/{shard}/DB/T_local`` Keeper path and ``{replica}``: the server's
+#   macros) plus ``T`` = ``Distributed(cluster, DB, T_local, key)``, so the worker, the CLI and
+#   Grafana keep reading and writing the same names;
+# - the sharding key hashes the sorting key without the columns the partition key reads:
+#   rows that ReplacingMergeTree may collapse share every sorting-key column, so they land
+#   on one shard (FINAL is per shard), and every window of one (key, topic, partition,
+#   block) lands on one shard, so the rollup views see whole groups;
+# - materialized views read and write the local tables (each shard rolls up its own rows);
+# - ALTERs apply to the local table and to its Distributed twin; functions ON CLUSTER.
+LOCAL_SUFFIX = "_local"
+REPLICA_PATH = "/clickhouse/tables/{{shard}}/{db}/{table}"
+_CLUSTER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CREATE_DB = re.compile(r"^CREATE DATABASE IF NOT EXISTS (\w+)$")
+_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)(\s)")
+_CREATE_MV = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+) TO (\w+)\.(\w+) AS")
+_CREATE_FN = re.compile(r"^CREATE FUNCTION IF NOT EXISTS (\w+) AS")
+_ALTER = re.compile(r"^ALTER TABLE (\w+)\.(\w+) ")
+_ENGINE = re.compile(r"\bENGINE = (ReplacingMergeTree|MergeTree|SummingMergeTree|AggregatingMergeTree)(?:\(([^()]*)\))?")
+_ORDER_BY = re.compile(r"\bORDER BY (\([^()]*\)|\w+)")
+_PARTITION_BY = re.compile(r"\bPARTITION BY ([^\n]+)")
+
+
+def validate_cluster(cluster: str) -> str:
+    if not _CLUSTER.match(cluster or ""):
+        raise ValueError(f"cluster name {cluster!r} must be a name from the server's remote_servers "
+                         "(letters, digits, _)")
+    return cluster
+
+
+def sharding_key(statement: str) -> str:
+    """``cityHash64(...)`` of the sorting key minus the partition key's columns (see above)."""
+    order = _ORDER_BY.search(statement)
+    if not order:
+        raise ValueError(f"no ORDER BY in: {statement[:80]}")
+    cols = [c.strip() for c in order.group(1).strip("()").split(",")]
+    part = _PARTITION_BY.search(statement)
+    part_cols = set(re.findall(r"\w+", part.group(1))) if part else set()
+    kept = [c for c in cols if c not in part_cols] or cols
+    return f"cityHash64({', '.join(kept)})"
+
+
+def cluster_statements(statements: list[str] | tuple[str, ...], cluster: str,
+                       tables: set[str] | None = None) -> list[str]:
+    """Rewrite single-node statements (as :func:`load` gives them) for ``cluster``::
+
+        >>> cluster_statements(["CREATE TABLE IF NOT EXISTS db.t (k String) "
+        ...                     "ENGINE = ReplacingMergeTree ORDER BY k"], "c")[1]
+        'CREATE TABLE IF NOT EXISTS db.t ON CLUSTER c AS db.t_local ENGINE = Distributed(c, db, t_local, cityHash64(k))'
+    """
+    cluster = validate_cluster(cluster)
+    # Table names (created here or by earlier migrations: ``tables``) whose local twin a
+    # view, an ALTER or a ``CREATE TABLE ... AS`` must name instead.
+    tables = set(tables or ()) | {m.group(2) for s in statements if (m := _CREATE_TABLE.match(s))}
+    out: list[str] = []
+
+    def local(db: str, name: str) -> str:
+        return f"{db}.{name}{LOCAL_SUFFIX}" if name in tables else f"{db}.{name}"
+
+    for stmt in statements:
+        if m := _CREATE_DB.match(stmt):
+            out.append(f"{stmt} ON CLUSTER {cluster}")
+        elif m := _CREATE_TABLE.match(stmt):
+            db, name = m.group(1), m.group(2)
+            engine = _ENGINE.search(stmt)
+            if not engine:
+                raise ValueError(f"{db}.{name}: only MergeTree-family tables can be made replicated")
+            path = REPLICA_PATH.format(db=db, table=name + LOCAL_SUFFIX)
+            args = ", ".join([f"'{path}'", "'{replica}'"] + ([engine.group(2)] if engine.group(2) else []))
+            body = stmt[m.end():]
+            # `CREATE TABLE x AS other ENGINE ...` copies other's columns: point it at other's local table.
+            body = re.sub(r"^AS (\w+)\.(\w+)", lambda a: f"AS {local(a.group(1), a.group(2))}", body)
+            body = _ENGINE.sub(f"ENGINE = Replicated{engine.group(1)}({args})", body, count=1)
+            out.append(f"CREATE TABLE IF NOT EXISTS {db}.{name}{LOCAL_SUFFIX} ON CLUSTER {cluster}{m.group(3)}{body}")
+            out.append(f"CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{name}{LOCAL_SUFFIX} "
+                       f"ENGINE = Distributed({cluster}, {db}, {name}{LOCAL_SUFFIX}, {sharding_key(stmt)})")
+        elif m := _CREATE_MV.match(stmt):
+            db, name = m.group(1), m.group(2)
+            select = stmt[m.end():]
+            select = re.sub(rf"\b{re.escape(db)}\.(\w+)\b", lambda t: local(db, t.group(1)), select)
+            out.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} "
+                       f"TO {local(m.group(3), m.group(4))} AS{select}")
+        elif m := _CREATE_FN.match(stmt):
+            out.append(f"CREATE FUNCTION IF NOT EXISTS {m.group(1)} ON CLUSTER {cluster} AS{stmt[m.end():]}")
+        elif m := _ALTER.match(stmt):
+            db, name = m.group(1), m.group(2)
+            rest = stmt[m.end():]
+            if name in tables:
+                out.append(f"ALTER TABLE {db}.{name}{LOCAL_SUFFIX} ON CLUSTER {cluster} {rest}")
+            out.append(f"ALTER TABLE {db}.{name} ON CLUSTER {cluster} {rest}")
+        else:
+            raise ValueError(f"no cluster form for this migration statement: {stmt[:80]}")
+    return out
+
+
+def cluster_migrations(migrations: list[Migration], cluster: str) -> list[Migration]:
+    """Every migration in its cluster form (same versions and names)."""
+    tables = {m.group(2) for mig in migrations for s in mig.statements if (m := _CREATE_TABLE.match(s))}
+    return [Migration(mig.version, mig.name, tuple(cluster_statements(mig.statements, cluster, tables)))
+            for mig in migrations]
