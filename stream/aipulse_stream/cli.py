@@ -4,7 +4,9 @@
     aipulse migrate
     aipulse schema
     aipulse metrics --group-by feature,model --from -15m [--where model=gpt-4o] [--json]
-    aipulse demo [--seconds 60]
+    aipulse demo [--out DIR] [--speed N] [--seconds 300]
+    aipulse report --from -30d --out review.html
+    aipulse cost-model --volume 10000/day [--json]
 
 Errors are one line on stderr saying what to do, and exit status 2.
 """
@@ -70,9 +72,21 @@ def cmd_schema(args, settings: Settings) -> int:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from .demo import run_demo
+    from .demo import run
 
-    return run_demo(settings, seconds=args.seconds, rate=args.rate)
+    return run(args, settings)
+
+
+def cmd_report(args, settings: Settings) -> int:
+    from aipulse_review.report import run
+
+    return run(args, settings)
+
+
+def cmd_cost_model(args, settings: Settings) -> int:
+    from aipulse_review.cost_model import run
+
+    return run(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,10 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_migrate)
     p = sub.add_parser("schema", help="print the event JSON Schema")
     p.set_defaults(fn=cmd_schema)
-    p = sub.add_parser("demo", help="local stack up, real-trace traffic through the SDK, summary from ClickHouse")
-    p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--rate", type=float, default=150.0, help="average events per second")
+    p = sub.add_parser("demo", help="a support assistant on real-trace traffic, an incident, alerts, charts, dashboards")
+    from .demo import add_arguments as demo_arguments
+
+    demo_arguments(p)
     p.set_defaults(fn=cmd_demo)
+    from aipulse_review import arguments as review_arguments
+
+    p = sub.add_parser("report", help="the monthly review as one self-contained HTML file")
+    review_arguments.report(p)
+    p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("cost-model", help="projected daily and monthly cost at a volume, from the observed costs")
+    review_arguments.cost_model(p)
+    p.set_defaults(fn=cmd_cost_model)
     from .readside import metrics_cli
 
     p = sub.add_parser("metrics", help="windowed metrics per group, read from ClickHouse")
