@@ -286,9 +286,10 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["text.parse_math"] = False  # "$" in SQL, PromQL and USD values is text
     panels = board["panels"]
     rows_total = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig_w, head = GRID_COLS * CELL_W_IN, 0.9
+    fig_w, head = GRID_COLS * CELL_W_IN, 1.3
     fig_h = rows_total * CELL_H_IN + head
     fig = plt.figure(figsize=(fig_w, fig_h))
     fig.text(0.01, 1 - 0.35 / fig_h, board["title"], fontsize=15, weight="bold", va="top")
@@ -319,7 +320,7 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
             continue
         if ds != "grafana-clickhouse-datasource":
             ax.axis("off")
-            exprs = "; ".join(t.get("expr", "") for t in targets)[:160]
+            exprs = "; ".join(t.get("expr", "") for t in targets)[:160].replace("$", r"\$")
             ax.text(0.5, 0.5, f"{ds or 'other'} datasource: not run by the preview\n{exprs}", ha="center",
                     va="center", fontsize=7, color="0.45", wrap=True, transform=ax.transAxes)
             drawn[p["title"]] = None
