@@ -5,8 +5,6 @@
     aipulse schema
     aipulse metrics --group-by feature,model --from -15m [--where model=gpt-4o] [--json]
     aipulse demo [--out DIR] [--speed N] [--seconds 300]
-    aipulse report --from -30d --out review.html
-    aipulse cost-model --volume 10000/day [--json]
 
 Errors are one line on stderr saying what to do, and exit status 2.
 """
@@ -77,18 +75,6 @@ def cmd_demo(args, settings: Settings) -> int:
     return run(args, settings)
 
 
-def cmd_report(args, settings: Settings) -> int:
-    from aipulse_review.report import run
-
-    return run(args, settings)
-
-
-def cmd_cost_model(args, settings: Settings) -> int:
-    from aipulse_review.cost_model import run
-
-    return run(args, settings)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aipulse", description="Streaming observability for AI features in production.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -110,14 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_arguments(p)
     p.set_defaults(fn=cmd_demo)
-    from aipulse_review import arguments as review_arguments
-
-    p = sub.add_parser("report", help="the monthly review as one self-contained HTML file")
-    review_arguments.report(p)
-    p.set_defaults(fn=cmd_report)
-    p = sub.add_parser("cost-model", help="projected daily and monthly cost at a volume, from the observed costs")
-    review_arguments.cost_model(p)
-    p.set_defaults(fn=cmd_cost_model)
     from .readside import metrics_cli
 
     p = sub.add_parser("metrics", help="windowed metrics per group, read from ClickHouse")

@@ -209,7 +209,7 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
             say(f"dashboard previews skipped: {err}")
     say()
     say(f"next: aipulse metrics --group-by feature,variant --from -15m --where service={service}")
-    say("      aipulse report --from -1h --out review.html ; aipulse cost-model --volume 10000/day")
+    say("      aipulse grafana render --out previews --from -15m")
     say("the stack keeps running; stop it with: aipulse down")
     receiver.close()
     stored = total[0]["requests"] + total[0]["late"] if total else 0
