@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Quick start, command 1: set up, start the local stack and run the demo (about a minute of
-# real-trace traffic through the SDK), then print the summary read back from ClickHouse.
+# Quick start, command 1: set up, start the local stack and run the incident demo (about five
+# minutes of real-trace traffic through the SDK), then the summary, charts and dashboard previews.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -26,10 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--url", default=os.environ.get("GRAFANA_URL"), help="Grafana base URL (or $GRAFANA_URL)")
     d.add_argument("--token", default=os.environ.get("GRAFANA_TOKEN"),
                    help="service account token (or $GRAFANA_TOKEN)")
+    from .render import add_arguments as render_arguments
+
+    render_arguments(sub.add_parser("render", help="PNG preview of every dashboard (not Grafana)"))
 
 
 def run(args: argparse.Namespace, settings=None) -> int:
     db = getattr(settings, "database", "aipulse")
+    if args.grafana_command == "render":
+        from .render import run as render
+
+        return render(args, settings)
     if args.grafana_command == "export":
         from .provisioning import export
 

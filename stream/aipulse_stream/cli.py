@@ -4,7 +4,7 @@
     aipulse migrate [--cluster NAME] [--print]
     aipulse schema
     aipulse metrics --group-by feature,model --from -15m [--where model=gpt-4o] [--json]
-    aipulse demo [--seconds 60]
+    aipulse demo [--out DIR] [--speed N] [--seconds 300]
 
 Errors are one line on stderr saying what to do, and exit status 2.
 """
@@ -73,9 +73,9 @@ def cmd_schema(args, settings: Settings) -> int:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from .demo import run_demo
+    from .demo import run
 
-    return run_demo(settings, seconds=args.seconds, rate=args.rate)
+    return run(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_migrate)
     p = sub.add_parser("schema", help="print the event JSON Schema")
     p.set_defaults(fn=cmd_schema)
-    p = sub.add_parser("demo", help="local stack up, real-trace traffic through the SDK, summary from ClickHouse")
-    p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--rate", type=float, default=150.0, help="average events per second")
+    p = sub.add_parser("demo", help="a support assistant on real-trace traffic, an incident, alerts, charts, dashboards")
+    from .demo import add_arguments as demo_arguments
+
+    demo_arguments(p)
     p.set_defaults(fn=cmd_demo)
     from .readside import metrics_cli
 

@@ -64,5 +64,99 @@ def write_latency_chart(client, settings: Settings, service: str, start: float, 
     return path
 
 
-__all__ = ["write_latency_chart", "window_series"]
 
+
+
+# ------------------------------------------------------------------ the demo's charts
+
+# (file stem, title, y label, transform of a bin's sums -> value or None)
+DEMO_CHARTS = ("p99", "fallback", "cost", "satisfaction")
+
+
+def bin_series(client, settings: Settings, service: str, start: float, end: float, bin_s: int,
+               complete_before: float) -> list[dict]:
+    """Sums per (bin, feature) from the window rows; only bins whose every base window ended
+    before ``complete_before`` (the last, still-open window is not a drop)."""
+    res = client.query(
+        "SELECT toUnixTimestamp(toStartOfInterval(window_start, INTERVAL {bin:UInt32} second)) AS b, feature, "
+        "sum(requests) AS requests, sum(errors) AS errors, sum(fallbacks) AS fallbacks, sum(cost_usd) AS cost_usd, "
+        "sum(feedback_up) AS up, sum(feedback_down) AS down, "
+        "aipulse_quantile(0.99, sumMap(latency_buckets)) AS p99 "
+        f"FROM {settings.database}.metrics_window FINAL "
+        "WHERE service = {s:String} AND window_start >= toDateTime({a:Int64}, 'UTC') "
+        "AND window_start < toDateTime({z:Int64}, 'UTC') GROUP BY b, feature ORDER BY b, feature",
+        parameters={"bin": bin_s, "s": service, "a": int(start) // bin_s * bin_s, "z": int(end) + 1})
+    rows = [dict(zip(res.column_names, r)) for r in res.result_rows]
+    return [r for r in rows if r["b"] + bin_s <= complete_before and r["b"] >= start - bin_s]
+
+
+def write_demo_charts(client, settings: Settings, service: str, start: float, end: float,
+                      alerts: list[tuple[float, str, str]], out_dir: Path,
+                      phases: list[tuple[float, str]] = ()) -> list[Path]:
+    """P99, fallback rate, cost and satisfaction over time per feature, with the alerts
+    (firing: red line, resolved: green dashed) and the scenario's phases marked.
+
+    Only complete bins are drawn: a bin is kept when all its windows ended before the last
+    request (``end``), so the run's last, partial window does not draw a false drop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    from datetime import datetime
+
+    w = settings.window_s
+    fine = bin_series(client, settings, service, start, end, w, end)
+    coarse = bin_series(client, settings, service, start, end, 3 * w, end)  # feedback is sparse
+    specs = [
+        ("p99", fine, "P99 latency per feature", "P99 latency (ms)", lambda r: r["p99"] if r["requests"] else None),
+        ("fallback", fine, "Fallback rate per feature", "fallback rate (%)",
+         lambda r: 100.0 * r["fallbacks"] / r["requests"] if r["requests"] else None),
+        ("cost", fine, "Cost per feature", f"cost per {w} s window (USD)", lambda r: r["cost_usd"]),
+        ("satisfaction", coarse, "Satisfaction per feature (thumbs up / all thumbs)",
+         f"satisfaction per {3 * w} s (%)",
+         lambda r: 100.0 * r["up"] / (r["up"] + r["down"]) if (r["up"] + r["down"]) >= 5 else None),
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    t = lambda s: datetime.fromtimestamp(s, timezone.utc)  # noqa: E731
+    for stem, rows, title, ylabel, fn in specs:
+        fig, ax = plt.subplots(figsize=(11, 4.8))
+        features = sorted({r["feature"] for r in rows})
+        for i, feat in enumerate(features):
+            pts = [(t(r["b"]), fn(r)) for r in rows if r["feature"] == feat]
+            pts = [(x, y) for x, y in pts if y is not None and y == y]
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "-o", ms=2.5, lw=1.4,
+                        color=colors[i % len(colors)], label=feat)
+        top = ax.get_ylim()[1]
+        for ts, name in phases:
+            ax.axvline(t(ts), color="0.6", lw=0.8, ls=":")
+            ax.text(t(ts), top, f" {name}", fontsize=7, color="0.4", va="top", rotation=90)
+        seen = set()
+        for ts, status, rule in alerts:
+            firing = status == "firing"
+            label = ("alert fired" if firing else "alert resolved")
+            ax.axvline(t(ts), color="tab:red" if firing else "tab:green", lw=1.0, ls="-" if firing else "--",
+                       alpha=0.8, label=None if label in seen else label)
+            seen.add(label)
+            ax.text(t(ts), top * 0.97, f" {rule}", fontsize=6.5, rotation=90, va="top",
+                    color="tab:red" if firing else "tab:green")
+        if stem == "p99":
+            ax.set_yscale("log")
+        ax.set_title(f"aipulse demo, service '{service}': {title}")
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("time (UTC)")
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=timezone.utc))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", ncol=3)
+        fig.tight_layout()
+        path = out_dir / f"demo-{stem}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+__all__ = ["write_latency_chart", "window_series", "write_demo_charts", "bin_series"]

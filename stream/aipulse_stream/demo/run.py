@@ -1,0 +1,260 @@
+"""`aipulse demo`: the local stack, a support assistant on real-trace traffic, an incident,
+alerts through Alertmanager, a live view, then a summary, charts and dashboard previews.
+
+    aipulse demo [--out DIR] [--speed N] [--seconds S] [--rate R]
+
+Steps: start what is not running (`aipulse up`), point the local Alertmanager's webhook at a
+receiver this process runs, replay the trace (arrival times and token counts, sped up) through
+:class:`~aipulse_stream.demo.app.SupportAssistant`, follow :func:`~.scenario.timeline`, show
+rolling figures read back from ClickHouse, and at the end write PNG charts and one PNG per
+provisioned dashboard into ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..config import Settings
+from .live import Snapshot, make_view
+from .trace import ATTRIBUTION, Trace, TraceMissing, load_trace, thin
+
+DEFAULT_SECONDS = 300.0      # traffic duration (the whole trace hour, compressed)
+DEFAULT_RATE = 45.0          # average requests per second kept from the trace
+REFRESH_S = 2.0              # live view: how often ClickHouse is read
+DRAIN_S = 60.0               # after traffic: wait this long at most for pending notifications
+STORE_TIMEOUT_S = 120.0
+SERVICE = "support"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: $AIPULSE_HOME/demo)")
+    p.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="traffic duration in seconds (default 300)")
+    p.add_argument("--speed", type=float, default=None,
+                   help="trace seconds per wall second (default: the trace hour fits --seconds)")
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="average requests per second (trace thinned)")
+    p.add_argument("--service", default=SERVICE, help="service name of the simulated app")
+    p.add_argument("--trace", type=Path, default=None, help="folder with conv.csv and code.csv (default: shared data)")
+    p.add_argument("--no-dashboards", action="store_true", help="skip the dashboard previews at the end")
+
+
+def _progress_bar(out, label: str):
+    """A rich progress bar on a terminal, None otherwise (plain lines are enough in logs)."""
+    if not getattr(out, "isatty", lambda: False)():
+        return None
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    return Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), transient=True)
+
+
+def read_trace(folder, out) -> Trace:
+    bar = _progress_bar(out, "loading the trace")
+    if bar is None:
+        return load_trace(folder)
+    with bar:
+        task = bar.add_task("trace", total=1)
+        return load_trace(folder, progress=lambda done, total: bar.update(task, total=total, completed=done))
+
+
+def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float | None = None,
+             rate: float = DEFAULT_RATE, out_dir: Path | None = None, service: str = SERVICE,
+             trace_dir: Path | None = None, dashboards: bool = True, out=None) -> int:
+    out = out or sys.stdout
+    import aipulse
+    from aipulse_local import alertmanager
+    from aipulse_local.stack import clickhouse_url, kafka_bootstrap, up
+
+    from ..readside.query import metrics_query
+    from ..storage.clickhouse import client_for_url
+    from .app import Conditions, SupportAssistant
+    from .receiver import AlertReceiver
+    from .scenario import timeline
+
+    def say(msg: str = "") -> None:
+        print(msg, file=out, flush=True)
+
+    out_dir = Path(out_dir or settings.state_dir / "demo")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace = read_trace(trace_dir, out)
+    duration = float(seconds)
+    speed = speed or trace.span_s / duration
+    window = [r for r in trace.requests if r.offset_s / speed <= duration]
+    keep = min(1.0, rate * duration / max(1, len(window)))
+    picked = thin(Trace(window, trace.span_s, trace.origin), keep)
+    say(f"traffic: {len(picked)} requests of the real trace ({ATTRIBUTION}), "
+        f"{picked[-1].offset_s / 60:.0f} trace minutes at {speed:.1f}x in {duration:.0f} s; "
+        "the providers (latency, failures, answers) are simulated")
+
+    receiver = AlertReceiver()
+    os.environ["AIPULSE_ALERT_WEBHOOK_URL"] = receiver.url  # a fresh Alertmanager reads it at start
+    settings = settings.model_copy(update={"alert_webhook_url": receiver.url})
+    say("starting the local stack (Kafka, ClickHouse engine, worker, Alertmanager)...")
+    st = up(settings, progress=lambda m: say("  " + m))
+    if settings.alertmanager_url:
+        say(f"  alerts go to your Alertmanager at {settings.alertmanager_url}; the demo's receiver sees none")
+    elif "alertmanager" in st:
+        alertmanager.reload(settings, webhook_url=receiver.url)  # an already running one too
+    else:
+        say("  no Alertmanager (install prometheus-alertmanager): alerts are read from ClickHouse only")
+
+    aipulse.init(kafka_bootstrap=kafka_bootstrap(settings), service=service, user_salt=secrets.token_hex(16),
+                 capture_text=True, max_queue_events=50_000)
+    client = client_for_url(clickhouse_url(settings))
+    cond = Conditions()
+    app = SupportAssistant(cond)
+    phases = timeline(duration)
+    rollbacks: list[tuple[float, str]] = []
+
+    def on_notice(n) -> None:  # the canary runbook: roll back at once
+        if n.status == "firing" and n.rule.startswith("canary_") and app.rollout.stage > 0:
+            app.rollout.set_stage(0)
+            rollbacks.append((time.time(), n.rule))
+    receiver.on_notice(on_notice)
+
+    started = time.time()
+    done = threading.Event()
+    phase_log: list[tuple[float, str, str]] = []
+    failures: list[str] = []
+
+    def traffic() -> None:
+        t0 = time.monotonic()
+        pending = list(phases)
+        try:
+            for req in picked:
+                due = req.offset_s / speed
+                while pending and pending[0].at_s <= due:
+                    ph = pending.pop(0)
+                    ph.apply(cond, app)
+                    cond.phase = ph.name
+                    phase_log.append((time.time(), ph.name, ph.says))
+                lag = due - (time.monotonic() - t0)
+                if lag > 0:
+                    time.sleep(lag)
+                try:
+                    app.handle(req)
+                except Exception as err:  # a bug in the simulation must not end the demo silently
+                    failures.append(repr(err))
+        finally:
+            done.set()
+
+    th = threading.Thread(target=traffic, name="demo-traffic", daemon=True)
+    th.start()
+    view = make_view(out)
+    with view:
+        while True:
+            finished = done.wait(REFRESH_S)
+            now = time.time()
+            w = settings.window_s
+            edge = now // w * w
+            rows = metrics_query(client, settings, ["feature"], edge - 60, edge, where={"service": [service]})
+            total = metrics_query(client, settings, [], started - w, now + w, where={"service": [service]})
+            view.update(Snapshot(now - started, duration, cond.phase, app.rollout.stage, app.breaker.state,
+                                 aipulse.stats()["emitted"], rows, total[0] if total else None,
+                                 receiver.snapshot(), started))
+            if finished:
+                break
+    ended = time.time()
+    aipulse.flush(30)
+    stats = aipulse.stats()
+    if failures:
+        say(f"the simulated app raised {len(failures)} times, first: {failures[0]}")
+    say(f"traffic done: {app.handled} requests handled, {stats['sent']} events sent "
+        f"({sum(stats['dropped'].values())} dropped); waiting for the worker to store them...")
+
+    deadline = time.monotonic() + STORE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        total = metrics_query(client, settings, [], started - 60, ended + 60, where={"service": [service]})
+        got = total[0]["requests"] + total[0]["late"] if total else 0
+        if got >= app.handled:
+            break
+        time.sleep(1)
+    # Resolved notifications of the incident follow the recovery by resolve_after + group_interval.
+    drain_until = time.monotonic() + DRAIN_S
+    while time.monotonic() < drain_until and _open_alerts(receiver.snapshot()):
+        time.sleep(2)
+    aipulse.close()
+
+    notices = receiver.snapshot()
+    say()
+    say(summary(notices, phase_log, rollbacks, started))
+    from ..readside.metrics_cli import render_table
+
+    rows = metrics_query(client, settings, ["feature", "model"], started - 60, ended + 60, where={"service": [service]})
+    say("\nper feature and model, from ClickHouse:")
+    say(render_table(rows, ["feature", "model"]))
+    rows = metrics_query(client, settings, ["variant"], started - 60, ended + 60,
+                         where={"service": [service], "feature": ["support-chat"]})
+    say("\nsupport-chat by rollout arm:")
+    say(render_table(rows, ["variant"]))
+
+    from ..readside.chart import write_demo_charts
+
+    marks = [(n.received_at, n.status, n.rule) for n in notices]
+    pngs = write_demo_charts(client, settings, service, started, ended, marks, out_dir,
+                             phases=[(t, name) for t, name, _ in phase_log])
+    say("\ncharts: " + ", ".join(str(p) for p in pngs))
+    if dashboards:
+        try:
+            from aipulse_grafana.render import render_all
+
+            boards = render_all(client, out_dir / "dashboards", started - 60, ended + 60,
+                                database=settings.database, progress_out=out)
+            say(f"dashboard previews (not Grafana): {len(boards)} PNGs in {out_dir / 'dashboards'}")
+        except ImportError as err:
+            say(f"dashboard previews skipped: {err}")
+    say()
+    say(f"next: aipulse metrics --group-by feature,variant --from -15m --where service={service}")
+    say("      aipulse grafana render --out previews --from -15m")
+    say("the stack keeps running; stop it with: aipulse down")
+    receiver.close()
+    stored = total[0]["requests"] + total[0]["late"] if total else 0
+    return 0 if stored >= app.handled else 1
+
+
+def _open_alerts(notices) -> set:
+    state = {}
+    for n in notices:
+        key = (n.rule, tuple(sorted(n.labels.items())))
+        state[key] = n.status
+    return {k for k, s in state.items() if s == "firing"}
+
+
+def summary(notices, phase_log, rollbacks, started: float) -> str:
+    lines = ["timeline (seconds since the start):"]
+    for t, name, says in phase_log:
+        lines.append(f"  +{t - started:5.0f}s  {name:<12} {says}")
+    for t, rule in rollbacks:
+        lines.append(f"  +{t - started:5.0f}s  rollback     {rule} fired: the demo set the canary stage to 0 (its runbook)")
+    lines.append("alerts delivered through Alertmanager to the demo's webhook:")
+    if not notices:
+        lines.append("  none")
+    by: dict = {}
+    for n in notices:
+        who = ", ".join(f"{k}={n.labels[k]}" for k in ("feature", "model", "variant") if n.labels.get(k))
+        by.setdefault((n.rule, who, n.labels.get("severity", "")), []).append(n)
+    for (rule, who, sev), ns in sorted(by.items(), key=lambda kv: kv[1][0].received_at):
+        fired = [n.received_at - started for n in ns if n.status == "firing"]
+        res = [n.received_at - started for n in ns if n.status == "resolved"]
+        lines.append(f"  {rule:<24} {sev:<8} {who:<46} fired +{fired[0]:.0f}s" if fired else f"  {rule} {who}")
+        lines[-1] += f", resolved +{res[-1]:.0f}s" if res else ", still firing at the end"
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    p = argparse.ArgumentParser(prog="aipulse demo", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv), settings or Settings.from_env())
+
+
+def run(args, settings: Settings) -> int:
+    try:
+        return run_demo(settings, seconds=args.seconds, speed=args.speed, rate=args.rate, out_dir=args.out,
+                        service=args.service, trace_dir=args.trace, dashboards=not args.no_dashboards)
+    except TraceMissing as err:
+        print(f"aipulse demo: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,42 @@
+"""Pure parts of the demo and the dashboard preview (no stack)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from aipulse_grafana.render import fmt_value, interval_for, long_to_series, threshold_color
+from aipulse_stream.demo.scenario import timeline
+from aipulse_stream.demo.trace import TraceMissing, load_trace, thin
+
+
+def test_trace_loads_sorted_with_attribution_kept(tmp_path):
+    (tmp_path / "conv.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                                      "2023-11-16 18:15:50.0000000,10,2\n2023-11-16 18:15:46.5000000,5,1\n")
+    (tmp_path / "code.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:48.0000000,7,3\n")
+    t = load_trace(tmp_path)
+    assert [r.source for r in t.requests] == ["conv", "code", "conv"]
+    assert t.requests[0].offset_s == 0 and t.span_s == pytest.approx(3.5)
+    assert len(thin(t, 0.5)) == 2
+
+
+def test_missing_trace_says_what_to_do(tmp_path):
+    with pytest.raises(TraceMissing, match="conv.csv"):
+        load_trace(tmp_path)
+
+
+def test_timeline_orders_the_story():
+    ph = timeline(300)
+    assert [p.name for p in ph] == ["healthy", "canary 20 %", "incident", "recovery"]
+    assert [p.at_s for p in ph] == sorted(p.at_s for p in ph)
+
+
+def test_units_thresholds_and_long_frames():
+    assert fmt_value(0.9893, "percentunit") == "98.93%"
+    assert fmt_value(44.75, "currencyUSD") == "$44.75"
+    assert threshold_color(6000, [{"color": "green", "value": None}, {"color": "red", "value": 5000}]) == "#c4162a"
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    s = long_to_series(["time", "feature", "p95"], [[t0, "a", 1.0], [t0, "b", 2.0], [t0 + timedelta(seconds=10), "a", None]])
+    assert set(s) == {"a", "b"} and len(s["a"][0]) == 2
+    assert interval_for(t0, t0 + timedelta(hours=1)) == 10
+    assert interval_for(t0, t0 + timedelta(days=7)) == 1800
