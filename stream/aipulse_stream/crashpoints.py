@@ -21,16 +21,16 @@ CRASH_ENV = "AIPULSE_TEST_CRASH_AT"
 PAUSE_ENV = "AIPULSE_TEST_PAUSE_AT"
 CRASH_EXIT_CODE = 86
 
+# Still to name when the batch source lands (issue 10): after a dead-letter record, after the
+# offset commit (today Faust commits on its own timer).
 POINTS = (
     "after_fetch",                      # a batch fetched, nothing written
     "after_dlq_send",                   # dead letters on the DLQ topic, not yet recorded
-    "after_dlq_record",                 # dead letters recorded in ClickHouse
     "after_raw_insert:interactions",    # one raw table written, the others not
     "after_raw_insert:feedback",
     "after_raw_insert:evaluations",
     "after_window_insert",              # window rows written, progress rows not
     "after_progress_insert",            # window and progress rows written, offsets not committed
-    "after_commit",                     # offsets committed
     "during_revoke",                    # inside the partitions-revoked callback
 )
 
