@@ -60,7 +60,16 @@ def exited(pid: int) -> bool:
     return done == pid
 
 
-@pytest.mark.parametrize("point", [p for p in POINTS if p != "during_revoke"])
+# Run in CI: the points seen passing here, one per kind of step. The others (each ~70 s) run with
+# AIPULSE_FAULT_LONG=1 until the batch source lands and the whole list is affordable in CI.
+CI_POINTS = ("after_fetch", "after_dlq_send", "after_raw_insert:interactions")
+LONG = os.environ.get("AIPULSE_FAULT_LONG") == "1"
+
+
+@pytest.mark.parametrize("point", [
+    p if LONG or p in CI_POINTS else pytest.param(p, marks=pytest.mark.skip(reason="set AIPULSE_FAULT_LONG=1"))
+    for p in POINTS if p != "during_revoke"
+])
 def test_crash_point_loses_and_duplicates_nothing(point, stack, stack_settings, kafka_bootstrap, ch):
     prefix = f"c{uuid.uuid4().hex[:6]}"
     triples, messages, invalid = mixed_stream(prefix)
