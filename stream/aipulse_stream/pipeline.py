@@ -142,11 +142,14 @@ class Pipeline:
         self._stored_upto.update(found)
 
     def _stored(self, partition: int, table: str | None = None) -> int:
-        """Highest stored offset of the partition in ``table`` (None: in every raw table)."""
+        """Highest stored offset of the partition in ``table`` (None: in any raw table).
+
+        Any table will do for dead letters: a batch sends its letters before its first raw
+        insert, so a raw row at or past an offset means that offset's letter was delivered."""
         per_table = self._stored_upto.get(partition)
         if not per_table:
             return -1
-        return per_table[table] if table is not None else min(per_table.values())
+        return per_table[table] if table is not None else max(per_table.values())
 
     # -- the batch -----------------------------------------------------------------------
     async def process(self, batch: list[Message]) -> dict[int, int]:
@@ -169,7 +172,7 @@ class Pipeline:
                 valid.append((msg.partition, msg.offset, result))
 
         # Dead letters first: once they are on the DLQ topic, their offsets may be acked.
-        # (A rejected offset below what every raw table holds was handled by an earlier run.)
+        # (A rejected offset at or below a stored raw row was handled by an earlier run.)
         fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored(msg.partition)]
         if fresh_rejects:
             # One list across retries: a retry re-sends only the letters not yet delivered.
