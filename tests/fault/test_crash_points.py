@@ -74,7 +74,7 @@ def test_crash_point_loses_and_duplicates_nothing(point, stack, stack_settings, 
     prefix = f"c{uuid.uuid4().hex[:6]}"
     triples, messages, invalid = mixed_stream(prefix)
     group = TopicWorkers(stack_settings, kafka_bootstrap, partitions=PARTITIONS, extra_env=SMALL_BATCHES)
-    settings = group.settings.model_copy(update={"offset_block": 1000})
+    settings = group.settings.model_copy(update={"offset_block": int(SMALL_BATCHES["AIPULSE_OFFSET_BLOCK"])})
     try:
         group.env[CRASH_ENV] = f"{point}@3"
         info = group.start()

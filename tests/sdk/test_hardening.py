@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-import aipulse
 from aipulse.reliability import CircuitBreaker, FallbackChain, Step, call_with_timeout
 
 
