@@ -26,6 +26,7 @@ Exit status 0 when the P99 meets the target and every window was seen complete.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--poll", type=float, default=0.25, help="seconds between polls of metrics_window")
     ap.add_argument("--home", default=None, help="reuse this AIPULSE_HOME (default: a temporary one, removed at the end)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON object (bench/run.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(window_start + {window_s}s); resolution {args.poll}s (poll period), time taken when the poll returned")
     say(f"{'':38}{'n':>6}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'target':>9}")
     ok = not missing
+    figures: dict = {"window_s": window_s, "target_s": target, "missing": len(missing)}
     for label, values in (("per (window, feature, model, variant)", [f for _, _, f in rows]),
                           ("per window (all keys of the service)", list(per_window.values()))):
         if not values:
@@ -199,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             ok = False
             continue
         p = {q: quantile(values, q) for q in (0.5, 0.95, 0.99, 1.0)}
+        figures["per_key" if label.startswith("per (") else "per_window"] = {
+            "n": len(values), "p50_s": p[0.5], "p95_s": p[0.95], "p99_s": p[0.99], "max_s": p[1.0]}
         say(f"{label:38}{len(values):>6}{p[0.5]:>7.2f}s{p[0.95]:>7.2f}s{p[0.99]:>7.2f}s{p[1.0]:>7.2f}s"
             f"{target:>8.0f}s  {'met' if p[0.99] <= target else 'NOT met'}")
         ok = ok and p[0.99] <= target
@@ -212,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  {key}: sent {n}, last seen {got}")
     say("traffic: token counts from the Azure LLM inference trace 2023 (CC-BY 4.0), Patel et al., "
         "\"Splitwise\", ISCA 2024; latency, model and outcome synthesized")
+    if args.json:
+        print(json.dumps({**figures, "ok": ok}))
     return 0 if ok else 1
 
 
