@@ -37,7 +37,7 @@ README = ROOT / "README.md"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PY = sys.executable
 
-BENCHMARKS = ("sketch", "sdk", "worker", "freshness", "alerts")
+BENCHMARKS = ("sketch", "sdk", "worker", "freshness", "alerts", "footprint")
 
 
 def say(msg: str) -> None:
@@ -201,7 +201,21 @@ def grafana_rule_detection(rule: str, before: float, after: float) -> dict:
             "worst_s": cross + interval + pending + group_wait}
 
 
-RUNNERS = {"sketch": bench_sketch, "sdk": bench_sdk, "worker": bench_worker,
+def bench_footprint(runs: int, quick: bool, log: Path) -> dict:
+    """Worker memory at 1k, 10k and 100k distinct keys; ClickHouse bytes per row (one pass)."""
+    args = ["bench/footprint.py", "--json", "--events", "20000" if quick else "100000"]
+
+    def pick(d):
+        out = {}
+        for r in d["runs"]:
+            out[f"peak_rss_mb.{r['keys']}"] = r["peak_rss_mb"]
+        for t, sz in d["runs"][-1]["tables"].items():
+            out[f"bytes_per_row.{t}"] = sz["bytes_per_row"]
+        return out
+    return repeated("footprint", args, 1, log, 2400, pick)
+
+
+RUNNERS = {"footprint": bench_footprint, "sketch": bench_sketch, "sdk": bench_sdk, "worker": bench_worker,
            "freshness": bench_freshness, "alerts": bench_alerts}
 
 
@@ -247,6 +261,20 @@ def markdown(results: dict) -> str:
                     f"Grafana rule as provisioned (every {g['interval_s']:.0f} s, for {g['for_s']:.0f} s, group_wait "
                     f"{g['group_wait_s']:.0f} s): {g['expected_s']:.0f} s expected, {g['worst_s']:.0f} s worst (computed) | "
                     f"`tests/alerts/test_e2e_alertmanager.py -s` |")
+    if "footprint" in r:
+        f = r["footprint"]["figures"]
+        mem = [(int(k.split(".")[1]), v) for k, v in f.items() if k.startswith("peak_rss_mb.")]
+        if mem:
+            mem.sort()
+            rows.append("| worker peak RSS by distinct window keys | "
+                        + ", ".join(f"{k:,} keys: {fmt(v, ' MB', digits=0)}" for k, v in mem)
+                        + f" | the same worker at {mem[0][0]:,} keys | `bench/footprint.py` |")
+        bpr = {k.split(".", 1)[1]: v for k, v in f.items() if k.startswith("bytes_per_row.")}
+        if bpr:
+            rows.append("| ClickHouse bytes per row on disk after merge | "
+                        + ", ".join(f"{t}: {fmt(v, ' B', digits=0)}" for t, v in bpr.items()
+                                    if t != "partition_progress")
+                        + " | (input for docs/scaling.md) | `bench/footprint.py` |")
     head = (f"Measured {results['date']} on {results['machine']}; median of {results['runs']} run(s), "
             f"(min..max) when repeated. `.venv/bin/python bench/run.py` reproduces it.")
     failed = [k for k, v in r.items() if v.get("failed_runs")]
