@@ -34,14 +34,14 @@ SPAN_S = 3600.0
 TIMEOUT_S = 600
 
 
-def produce(bootstrap: str, topic: str, n: int, keys: int, service: str) -> int:
+def produce(bootstrap: str, topic: str, n: int, keys: int, service: str) -> tuple[int, int]:
     """Send n interactions (+ feedback/evaluations) with features spread over ``keys`` names."""
     from kafka import KafkaProducer
 
     factory = EventFactory(service)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, compression_type="lz4",
                              linger_ms=50, batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
-    total = 0
+    total = nbytes = 0
     i = 0
     for key, value, ts in factory.stream(n, time.time() - SPAN_S - 120, SPAN_S):
         if b'"kind":"interaction"' in value:
@@ -51,9 +51,10 @@ def produce(bootstrap: str, topic: str, n: int, keys: int, service: str) -> int:
             i += 1
         producer.send(topic, key=key, value=value, timestamp_ms=int(ts * 1000))
         total += 1
+        nbytes += len(value)
     producer.flush(120)
     producer.close()
-    return total
+    return total, nbytes
 
 
 def proc_memory_mb(pid: int) -> dict:
@@ -90,7 +91,7 @@ def one_run(keys: int, events: int) -> dict:
         ch = stack.clickhouse()
         pid = int(StackState(settings.state_dir).read()["worker"]["pid"])
         say(f"keys {keys:,}: producing {events:,} interactions + feedback/evaluations to {settings.topic}...")
-        total = produce(stack.bootstrap(), settings.topic, events, keys, service)
+        total, wire_bytes = produce(stack.bootstrap(), settings.topic, events, keys, service)
         t0 = time.time()
         done = False
         while time.time() - t0 < TIMEOUT_S:
@@ -104,7 +105,14 @@ def one_run(keys: int, events: int) -> dict:
         say(f"keys {keys:,}: worker {'done' if done else 'NOT done'} in {time.time() - t0:.0f}s; "
             f"RSS {mem['rss_mb']:.0f} MB, peak {mem['peak_rss_mb']:.0f} MB")
         sizes = table_sizes(ch, settings.database)
-    return {"keys": keys, "events": total, "done": done, **mem, "tables": sizes}
+        # Kafka's own log segments for the topic: bytes per message as the broker stores them
+        # (lz4 record batches), the figure retention is sized from.
+        segs = [f for f in (settings.state_dir / "kafka").rglob("*.log")
+                if f.parent.name.rsplit("-", 1)[0] == settings.topic]
+        kafka_bytes = sum(f.stat().st_size for f in segs)
+    return {"keys": keys, "events": total, "done": done, **mem, "tables": sizes,
+            "kafka_bytes": kafka_bytes, "kafka_bytes_per_message": kafka_bytes / total if total else None,
+            "wire_bytes_per_message": wire_bytes / total if total else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     for t, s in base["tables"].items():
         bpr = f"{s['bytes_per_row']:.1f}" if s["bytes_per_row"] else "-"
         say(f"  {t:22}{s['rows']:>10,} rows {s['bytes_on_disk']:>12,} bytes  {bpr:>8} B/row")
+    if base["kafka_bytes_per_message"]:
+        say(f"  kafka log segments      {base['kafka_bytes_per_message']:.0f} B/message on disk "
+            f"({base['wire_bytes_per_message']:.0f} B of JSON each)")
     if args.json:
         print(json.dumps({"runs": runs}))
     return 0 if all(r["done"] for r in runs) else 1

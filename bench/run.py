@@ -209,8 +209,11 @@ def bench_footprint(runs: int, quick: bool, log: Path) -> dict:
         out = {}
         for r in d["runs"]:
             out[f"peak_rss_mb.{r['keys']}"] = r["peak_rss_mb"]
-        for t, sz in d["runs"][-1]["tables"].items():
+        last = d["runs"][-1]
+        for t, sz in last["tables"].items():
             out[f"bytes_per_row.{t}"] = sz["bytes_per_row"]
+        out["kafka_bytes_per_message"] = last.get("kafka_bytes_per_message")
+        out["wire_bytes_per_message"] = last.get("wire_bytes_per_message")
         return out
     return repeated("footprint", args, 1, log, 2400, pick)
 
@@ -274,6 +277,8 @@ def markdown(results: dict) -> str:
             rows.append("| ClickHouse bytes per row on disk after merge | "
                         + ", ".join(f"{t}: {fmt(v, ' B', digits=0)}" for t, v in bpr.items()
                                     if t != "partition_progress")
+                        + f"; Kafka log: {fmt(f['kafka_bytes_per_message'], ' B', digits=0)} per message "
+                          f"({fmt(f['wire_bytes_per_message'], ' B', digits=0)} of JSON)"
                         + " | (input for docs/scaling.md) | `bench/footprint.py` |")
     head = (f"Measured {results['date']} on {results['machine']}; median of {results['runs']} run(s), "
             f"(min..max) when repeated. `.venv/bin/python bench/run.py` reproduces it.")
