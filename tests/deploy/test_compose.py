@@ -333,7 +333,47 @@ def test_dockerignore_keeps_local_state_out_and_the_packages_in():
         assert folder not in ignored and (ROOT / folder).exists(), folder
 
 
-# --- Docker's own parser, where it exists -------------------------------------------------------
+# --- Docker's own parsers ---------------------------------------------------------------------------
+
+COMPOSECHECK = Path(__file__).with_name("composecheck")
+COMPOSECHECK_BIN = ROOT / ".cache" / "composecheck" / "composecheck"
+
+
+def _composecheck() -> Path | None:
+    """Build tests/deploy/composecheck (compose-go, the loader `docker compose` uses) once into
+    .cache/; None when there is no Go toolchain or its modules cannot be fetched."""
+    if COMPOSECHECK_BIN.exists() and COMPOSECHECK_BIN.stat().st_mtime >= (COMPOSECHECK / "main.go").stat().st_mtime:
+        return COMPOSECHECK_BIN
+    go = shutil.which("go") or (Path("/usr/local/go/bin/go") if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        return None
+    r = subprocess.run([str(go), "build", "-mod=readonly", "-o", str(COMPOSECHECK_BIN), "."], cwd=COMPOSECHECK,
+                       capture_output=True, text=True, timeout=300)
+    return COMPOSECHECK_BIN if r.returncode == 0 else None
+
+
+def _check(cli: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return subprocess.run(cli(env_file) if callable(cli) else cli, capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin"})
+
+
+def test_compose_go_loads_the_file_and_refuses_a_missing_secret(tmp_path):
+    binary = _composecheck()
+    if binary is None:
+        pytest.skip("no Go toolchain (or its module proxy) to build tests/deploy/composecheck")
+    cli = lambda env_file: [str(binary), str(COMPOSE), str(env_file), str(ROOT)]  # noqa: E731
+    ok = _check(cli, _fake_env(), tmp_path)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{len(_services())} services", ok.stdout + ok.stderr
+    for secret in ("AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        env = _fake_env()
+        del env[secret]
+        bad = _check(cli, env, tmp_path)
+        assert bad.returncode == 1 and f"required variable {secret} is missing a value: set {secret} in .env" \
+            in bad.stdout, bad.stdout
+
+
 
 def _compose_cli() -> list[str] | None:
     for cmd in (["docker", "compose"], ["docker-compose"]):
