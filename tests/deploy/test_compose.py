@@ -254,6 +254,11 @@ def test_kafka_is_the_same_version_as_the_local_stack():
     assert _services()["kafka"]["image"] == f"apache/kafka:{version}"
 
 
+def test_kafka_keeps_its_log_on_the_named_volume():
+    k = _services()["kafka"]
+    assert _env(k)["KAFKA_LOG_DIRS"] == STATEFUL["kafka"]
+
+
 def test_kafka_host_listener_is_advertised_on_the_published_port():
     k = _services()["kafka"]
     env = _env(k)
