@@ -25,7 +25,12 @@ RUN groupadd --system --gid 10001 aipulse \
  && useradd --system --uid 10001 --gid aipulse --home-dir /var/lib/aipulse --create-home --shell /usr/sbin/nologin aipulse \
  && mkdir -p /etc/aipulse/alertmanager && chown aipulse:aipulse /etc/aipulse/alertmanager
 COPY --from=build /opt/aipulse /opt/aipulse
+# The rule file lives beside the packages in the repo, not inside one, so the wheel does not
+# carry it: the image holds a copy (compose mounts the repo's file over it, for edits
+# without a rebuild), read by the worker's detector and the Alertmanager render step.
+COPY alerts/rules.yaml /etc/aipulse/rules.yaml
 ENV PATH=/opt/aipulse/bin:$PATH \
+    AIPULSE_ALERT_RULES=/etc/aipulse/rules.yaml \
     AIPULSE_HOME=/var/lib/aipulse \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

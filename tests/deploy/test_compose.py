@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from aipulse_alerts.amconfig import RECEIVER_VARS
+from aipulse_alerts.rules import RULES_ENV
 from aipulse_stream.config import ENV_PREFIX, Settings
 from composefile import COMPOSE, ROOT, MissingVariable, env_example, interpolate, load, raw, refs
 
@@ -24,6 +25,8 @@ SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
 # Receiver settings are each optional; at least one is required, and the render step
 # (python -m aipulse_alerts.amconfig) refuses without (tests/deploy/test_alertmanager_config.py).
 OPTIONAL_SECRETS = set(RECEIVER_VARS)
+# AIPULSE_* variables read outside Settings (the rule file's path).
+NON_SETTINGS = {RULES_ENV}
 STATEFUL = {"kafka": "/var/lib/kafka/data", "clickhouse": "/var/lib/clickhouse", "alertmanager": "/alertmanager",
             "prometheus": "/prometheus", "grafana": "/var/lib/grafana"}
 
@@ -133,7 +136,7 @@ def test_state_lives_in_named_volumes():
     declared = set(doc.get("volumes") or {})
     for name, svc in _services().items():
         for vol in svc.get("volumes", []):
-            src, dst = vol.split(":")[:2]
+            src = vol.split(":")[0]
             if src.startswith("./"):
                 assert (ROOT / src).exists(), f"{name}: {src} is mounted but missing"
             else:
@@ -150,7 +153,7 @@ def test_aipulse_environment_names_real_settings_and_validates():
     fields = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
     for name in ("worker", "migrate"):
         env = _env(services[name])
-        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - fields
+        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - fields - NON_SETTINGS
         assert not unknown, f"{name}: not settings: {sorted(unknown)}"
         s = Settings.from_env(env)
         assert s.kafka_bootstrap == "kafka:9092"
@@ -240,11 +243,23 @@ def test_alertmanager_starts_on_the_rendered_config_only():
     cfg = next(a for a in am["command"] if a.startswith("--config.file="))
     assert cfg == f"--config.file={am_mounts[vol]}/{Path(out).name}"
     assert am["depends_on"]["alertmanager-config"]["condition"] == "service_completed_successfully"
-    # exactly the receiver variables the renderer reads, each passed through
+    # exactly the receiver variables the renderer reads, each passed through, and the rule file
     env = _env(render)
-    assert set(env) == set(RECEIVER_VARS)
+    assert set(env) == set(RECEIVER_VARS) | {RULES_ENV}
     for var in RECEIVER_VARS:
         assert re.fullmatch(rf"\$\{{{var}:-\}}", raw()["services"]["alertmanager-config"]["environment"][var])
+
+
+def test_the_detector_and_the_render_step_read_the_repos_rule_file():
+    # The wheel does not carry alerts/rules.yaml (it sits beside the package): without an
+    # explicit path the worker's detector and the render step would find no rules.
+    text = _dockerfile()
+    baked = re.search(r"^COPY alerts/rules.yaml (\S+)$", text, re.M).group(1)
+    assert re.search(rf"{RULES_ENV}={re.escape(baked)}\b", text), "the image does not point at its rule file"
+    for name in ("worker", "alertmanager-config"):
+        svc = _services()[name]
+        assert _env(svc)[RULES_ENV] == baked, name
+        assert f"./alerts/rules.yaml:{baked}:ro" in svc["volumes"], name
 
 
 def test_kafka_is_the_same_version_as_the_local_stack():
