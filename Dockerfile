@@ -2,10 +2,12 @@
 # step of docker-compose.yml. Two stages: the build stage installs into a virtualenv, the
 # final stage is python-slim plus that virtualenv, run as an unprivileged user.
 #
-# Only what the worker, the migrations and the render step import is installed (the
-# `server` extra's chDB, matplotlib, rich and Grafana tooling are for the local stack, the
-# demo and the CLI's Grafana commands; tests/deploy/test_compose.py checks the worker's
-# import graph never reaches them). The names come from pyproject.toml; the test checks that.
+# Only what the worker, `aipulse migrate` and the render step import is installed: the
+# `server` extra's chDB, matplotlib, rich and grafana-client are for the local stack, the demo
+# and `aipulse grafana deploy`. grafana-foundation-sdk (5 MB) is in only because today's
+# `aipulse` command imports its Grafana subcommands when it builds its parser; drop it when
+# the command loads subcommands lazily. tests/deploy/test_compose.py runs the three commands
+# with the left-out packages made unimportable, and checks these names against pyproject.toml.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -18,6 +20,7 @@ RUN /opt/aipulse/bin/pip install --no-deps . \
  && /opt/aipulse/bin/pip install \
       "pydantic>=2.6" "kafka-python>=2.1" "genai-prices>=0.0.40" "prometheus-client>=0.20" \
       "faust-streaming>=0.11.3" "cramjam>=2.8" "clickhouse-connect>=0.8" "pyyaml>=6.0" \
+      "grafana-foundation-sdk" \
  && find /opt/aipulse -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}
