@@ -59,6 +59,20 @@ def raw(path: Path = COMPOSE) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+_WHOLE = object()
+
+
+def scalars(node=_WHOLE) -> str:
+    """Every string of the file (keys and values, not comments: Compose interpolates those
+    only), one per line."""
+    node = raw() if node is _WHOLE else node
+    if isinstance(node, dict):
+        return "\n".join(scalars(k) + "\n" + scalars(v) for k, v in node.items())
+    if isinstance(node, list):
+        return "\n".join(scalars(v) for v in node)
+    return node if isinstance(node, str) else ""
+
+
 def env_example(path: Path = ROOT / ".env.example") -> dict[str, str]:
     """NAME=value lines of .env.example."""
     out = {}

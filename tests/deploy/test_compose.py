@@ -18,7 +18,7 @@ import yaml
 from aipulse_alerts.amconfig import RECEIVER_VARS
 from aipulse_alerts.rules import RULES_ENV
 from aipulse_stream.config import ENV_PREFIX, Settings
-from composefile import COMPOSE, ROOT, MissingVariable, env_example, interpolate, load, raw, refs
+from composefile import COMPOSE, ROOT, MissingVariable, env_example, load, raw, refs, scalars
 
 USERS_XML = ROOT / "deploy" / "clickhouse" / "users.d" / "aipulse-users.xml"
 SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
@@ -57,7 +57,7 @@ def _env(svc: dict) -> dict[str, str]:
 
 def test_every_secret_is_required_and_has_no_default():
     seen = set()
-    for m in refs(COMPOSE.read_text()):
+    for m in refs(scalars()):
         name, op, arg = m.group("name"), m.group("op"), m.group("arg")
         if SECRET.search(name) and name not in OPTIONAL_SECRETS:
             assert op == ":?" and arg.strip(), f"{m.group(0)}: a secret must be ${{{name}:?message}}"
@@ -67,8 +67,14 @@ def test_every_secret_is_required_and_has_no_default():
             "AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= seen, seen
 
 
+def test_every_variable_is_written_in_braces():
+    # `$NAME` also interpolates in Compose; only the ${...} forms are checked above.
+    bare = re.findall(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)", scalars().replace("$$", ""))
+    assert not bare, f"write these as ${{NAME:?...}} or ${{NAME:-...}}: {bare}"
+
+
 def test_env_example_lists_exactly_the_variables_the_compose_file_reads():
-    used = {m.group("name") for m in refs(COMPOSE.read_text())}
+    used = {m.group("name") for m in refs(scalars())}
     example = env_example()
     assert used == set(example), {"missing from .env.example": sorted(used - set(example)),
                                   "not read by docker-compose.yml": sorted(set(example) - used)}
