@@ -284,7 +284,7 @@ def test_kafka_host_listener_is_advertised_on_the_published_port():
     k = _services()["kafka"]
     env = _env(k)
     host_port = k["ports"][0].split(":")[1]
-    assert f"HOST://localhost:{host_port}" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"HOST://127.0.0.1:{host_port}" in env["KAFKA_ADVERTISED_LISTENERS"]
     assert "INTERNAL://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
 
 
