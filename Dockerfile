@@ -1,13 +1,44 @@
-# The aipulse worker and CLI image (used by docker-compose.yml).
-FROM python:3.11-slim
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY collectors collectors
-COPY stream stream
-COPY services services
-COPY dashboards dashboards
-COPY alerts alerts
-# The server extra: the worker and the `aipulse` command (a plain install is the SDK alone).
-RUN pip install --no-cache-dir ".[server]"
-ENV AIPULSE_HOME=/var/lib/aipulse
+# The aipulse server image: the worker, `aipulse migrate` and the Alertmanager config render
+# step of docker-compose.yml. Two stages: the build stage installs into a virtualenv, the
+# final stage is python-slim plus that virtualenv, run as an unprivileged user.
+#
+# Only what the worker, `aipulse migrate` and the render step import is installed: the
+# `server` extra's chDB, matplotlib, rich and grafana-client are for the local stack, the demo
+# and `aipulse grafana deploy`. grafana-foundation-sdk (5 MB) is in only because today's
+# `aipulse` command imports its Grafana subcommands when it builds its parser; drop it when
+# the command loads subcommands lazily. tests/deploy/test_compose.py runs the three commands
+# with the left-out packages made unimportable, and checks these names against pyproject.toml.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/aipulse
+WORKDIR /src
+# .dockerignore keeps tests, docs, caches and local state out of the context.
+COPY . .
+RUN /opt/aipulse/bin/pip install --no-deps . \
+ && /opt/aipulse/bin/pip install \
+      "pydantic>=2.6" "kafka-python>=2.1" "genai-prices>=0.0.40" "prometheus-client>=0.20" \
+      "faust-streaming>=0.11.3" "cramjam>=2.8" "clickhouse-connect>=0.8" "pyyaml>=6.0" \
+      "grafana-foundation-sdk" \
+ && find /opt/aipulse -name __pycache__ -prune -exec rm -rf {} +
+
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 aipulse \
+ && useradd --system --uid 10001 --gid aipulse --home-dir /var/lib/aipulse --create-home --shell /usr/sbin/nologin aipulse \
+ && mkdir -p /etc/aipulse/alertmanager && chown aipulse:aipulse /etc/aipulse/alertmanager
+COPY --from=build /opt/aipulse /opt/aipulse
+# The rule file lives beside the packages in the repo, not inside one, so the wheel does not
+# carry it: the image holds a copy (compose mounts the repo's file over it, for edits
+# without a rebuild), read by the worker's detector and the Alertmanager render step.
+COPY alerts/rules.yaml /etc/aipulse/rules.yaml
+ENV PATH=/opt/aipulse/bin:$PATH \
+    AIPULSE_ALERT_RULES=/etc/aipulse/rules.yaml \
+    AIPULSE_HOME=/var/lib/aipulse \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# Faust keeps its table data under the working directory: the user's own home.
+WORKDIR /var/lib/aipulse
+USER 10001:10001
+EXPOSE 9464
 CMD ["python", "-m", "aipulse_stream.worker"]

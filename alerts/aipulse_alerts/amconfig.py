@@ -5,7 +5,13 @@
     >>> "http://127.0.0.1:9/hook" in text
     True
 
-    python -m aipulse_alerts.amconfig > alertmanager.yml    # prints the config, checks it
+    python -m aipulse_alerts.amconfig --out alertmanager.yml   # refuses (exit 2) without a receiver
+
+The command is the compose stack's render step (service ``alertmanager-config``): it reads the
+rule file (``$AIPULSE_ALERT_RULES`` or alerts/rules.yaml) and the receiver variables below,
+checks the result with amtool when installed, and exits 2 with one line naming the variables
+to set when no receiver has a destination, so Alertmanager never starts unable to page.
+``--allow-no-receiver`` accepts that (the local stack's default: alerts stay visible in the UI).
 
 Receivers, each optional, from the environment:
 
@@ -14,16 +20,19 @@ Receivers, each optional, from the environment:
 - ``AIPULSE_ALERT_EMAIL_TO`` + ``AIPULSE_ALERT_SMTP_SMARTHOST`` (+ ``AIPULSE_ALERT_EMAIL_FROM``,
   ``AIPULSE_ALERT_SMTP_USERNAME``, ``AIPULSE_ALERT_SMTP_PASSWORD``): email.
 
-With none set, alerts are still accepted, grouped and visible in Alertmanager's UI/API.
+With none set (only allowed by :func:`render`, or ``--allow-no-receiver``), alerts are still
+accepted, grouped and visible in Alertmanager's UI/API, and reach no one.
 
 Routing. Every alert is its own group (``group_by: ['...']``): one notification when it
 fires and one when it resolves, never a re-notification because a neighbour changed.
 Critical alerts page: ``group_wait`` of a few seconds (Alertmanager waits this long before
 the first notification of a group), since the detector has already applied the rule's
-sustain period; warnings wait longer and repeat less.
+sustain period; warnings wait longer and repeat less; info alerts (when the rule file has any)
+wait longest and repeat once a day. One route per severity the rule file uses.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -34,6 +43,8 @@ from typing import Mapping
 
 import yaml
 
+from .rules import RuleSet, RulesError, Severity, load_rules, rules_path
+
 RECEIVER = "aipulse"
 PAGE_GROUP_WAIT = "5s"         # critical: the detector's sustain already filtered flapping
 PAGE_GROUP_INTERVAL = "30s"    # also how soon a resolved notification follows the resolve
@@ -41,7 +52,21 @@ PAGE_REPEAT = "4h"
 WARN_GROUP_WAIT = "30s"
 WARN_GROUP_INTERVAL = "5m"
 WARN_REPEAT = "12h"
+INFO_GROUP_WAIT = "1m"
+INFO_GROUP_INTERVAL = "10m"
+INFO_REPEAT = "24h"
 RESOLVE_TIMEOUT = "5m"
+
+# Every variable receivers_from_env reads (docker-compose.yml passes exactly these).
+RECEIVER_VARS = tuple("AIPULSE_ALERT_" + n for n in (
+    "WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SLACK_CHANNEL", "EMAIL_TO", "EMAIL_FROM",
+    "SMTP_SMARTHOST", "SMTP_USERNAME", "SMTP_PASSWORD"))
+NO_RECEIVER = ("no alert receiver: set AIPULSE_ALERT_WEBHOOK_URL, AIPULSE_ALERT_SLACK_WEBHOOK_URL, "
+               "or AIPULSE_ALERT_EMAIL_TO with AIPULSE_ALERT_SMTP_SMARTHOST")
+
+
+class NoReceiverError(ValueError):
+    """The rendered config would deliver no notification anywhere."""
 
 
 def receivers_from_env(env: Mapping[str, str] | None = None) -> dict:
@@ -75,9 +100,32 @@ def receivers_from_env(env: Mapping[str, str] | None = None) -> dict:
     return receiver
 
 
-def config(receiver: dict, *, page_group_wait: str = PAGE_GROUP_WAIT,
+def has_destination(receiver: dict) -> bool:
+    """True when the receiver delivers somewhere (a webhook, Slack or email integration)."""
+    return any(receiver.get(k) for k in ("webhook_configs", "slack_configs", "email_configs"))
+
+
+def _severity_routes(rules: RuleSet | None, page_group_wait: str, page_group_interval: str) -> list[dict]:
+    """One route per severity the enabled rules use (critical always: the detector's own
+    pipeline alerts page); warning is the root route's timing."""
+    used = {Severity.critical} | ({r.severity for r in rules.enabled} if rules is not None else set())
+    timing = {
+        Severity.critical: (page_group_wait, page_group_interval, PAGE_REPEAT),
+        Severity.info: (INFO_GROUP_WAIT, INFO_GROUP_INTERVAL, INFO_REPEAT),
+    }
+    routes = []
+    for sev in (Severity.critical, Severity.info):
+        if sev in used:
+            wait, interval, repeat = timing[sev]
+            routes.append({"receiver": RECEIVER, "matchers": [f'severity="{sev.value}"'],
+                           "group_wait": wait, "group_interval": interval, "repeat_interval": repeat})
+    return routes
+
+
+def config(receiver: dict, *, rules: RuleSet | None = None, page_group_wait: str = PAGE_GROUP_WAIT,
            page_group_interval: str = PAGE_GROUP_INTERVAL) -> dict:
-    """The Alertmanager configuration as a dict (see the module doc for the routing)."""
+    """The Alertmanager configuration as a dict (see the module doc for the routing);
+    ``rules`` adds the routes of the severities the rule file uses."""
     return {
         "global": {"resolve_timeout": RESOLVE_TIMEOUT},
         "route": {
@@ -86,13 +134,7 @@ def config(receiver: dict, *, page_group_wait: str = PAGE_GROUP_WAIT,
             "group_wait": WARN_GROUP_WAIT,
             "group_interval": WARN_GROUP_INTERVAL,
             "repeat_interval": WARN_REPEAT,
-            "routes": [{
-                "receiver": RECEIVER,
-                "matchers": ['severity="critical"'],
-                "group_wait": page_group_wait,
-                "group_interval": page_group_interval,
-                "repeat_interval": PAGE_REPEAT,
-            }],
+            "routes": _severity_routes(rules, page_group_wait, page_group_interval),
         },
         # A firing critical alert silences the warning of the same rule family and group.
         "inhibit_rules": [{
@@ -104,10 +146,13 @@ def config(receiver: dict, *, page_group_wait: str = PAGE_GROUP_WAIT,
     }
 
 
-def render(receiver: dict | None = None, **kwargs) -> str:
+def render(receiver: dict | None = None, *, rules: RuleSet | None = None, source: str | None = None,
+           **kwargs) -> str:
     receiver = receivers_from_env() if receiver is None else receiver
-    head = "# Generated by aipulse_alerts.amconfig from AIPULSE_ALERT_* variables; do not edit.\n"
-    return head + yaml.safe_dump(config(receiver, **kwargs), sort_keys=False)
+    head = "# Generated by aipulse_alerts.amconfig from AIPULSE_ALERT_* variables"
+    head += f" and {source}" if source else ""
+    head += "; do not edit.\n"
+    return head + yaml.safe_dump(config(receiver, rules=rules, **kwargs), sort_keys=False)
 
 
 def amtool() -> str | None:
@@ -143,11 +188,47 @@ def write(path: Path, receiver: dict | None = None, **kwargs) -> Path:
     return path
 
 
-def main() -> int:
-    text = render()
+def render_checked(env: Mapping[str, str] | None = None, rules_file: str | Path | None = None,
+                   allow_no_receiver: bool = False) -> str:
+    """The config from the environment and the rule file, as the render step writes it.
+    Raises NoReceiverError (no destination), ValueError (an incomplete receiver, or amtool
+    refusing the result) or RulesError (the rule file)."""
+    receiver = receivers_from_env(env)
+    if not has_destination(receiver) and not allow_no_receiver:
+        raise NoReceiverError(NO_RECEIVER)
+    path = rules_path(rules_file)
+    text = render(receiver, rules=load_rules(path), source=path.name)
     if amtool() is not None:
         check(text)
-    sys.stdout.write(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m aipulse_alerts.amconfig",
+                                description="Render Alertmanager's config from the rule file and AIPULSE_ALERT_* variables.")
+    p.add_argument("--out", type=Path, help="write here (default: standard output)")
+    p.add_argument("--rules", help="the rule file (default: $AIPULSE_ALERT_RULES or alerts/rules.yaml)")
+    p.add_argument("--allow-no-receiver", action="store_true",
+                   help="render even when no receiver is set (alerts then reach no one)")
+    args = p.parse_args(argv)
+    try:
+        text = render_checked(rules_file=args.rules, allow_no_receiver=args.allow_no_receiver)
+    except (ValueError, RulesError, FileNotFoundError) as err:
+        print(f"aipulse_alerts.amconfig: {err}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(text)
+    # Alertmanager runs as another user (nobody) and must read it: the file is in a volume
+    # mounted only into the render step and Alertmanager.
+    tmp.chmod(0o644)
+    tmp.replace(args.out)
+    print(f"aipulse_alerts.amconfig: wrote {args.out} (receiver: "
+          f"{', '.join(k.split('_')[0] for k in receivers_from_env() if k.endswith('_configs')) or 'none'})",
+          file=sys.stderr)
     return 0
 
 

@@ -56,6 +56,8 @@ class Settings(BaseModel):
     max_future_s: float = Field(600, ge=0, description="events with ts further ahead of now go to the DLQ")
     max_past_s: float = Field(30 * 86400, ge=0, description="events with ts further behind now go to the DLQ")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = a free port")
+    worker_metrics_host: str = Field("127.0.0.1", min_length=1,
+                                     description="address /metrics listens on (0.0.0.0 in a container)")
     insert_retry_max_s: float = Field(30, gt=0, description="longest backoff between insert retries")
 
     # Windowed metrics.

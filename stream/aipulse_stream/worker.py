@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aipulse worker: {err}", file=sys.stderr)
         return 2
     port = settings.worker_metrics_port
-    start_http_server(port, addr="127.0.0.1")
+    start_http_server(port, addr=settings.worker_metrics_host)
     app = build(settings)
     # Faust's own CLI runs the worker (signals, graceful stop, logging); no web server:
     # /metrics is prometheus_client's, on AIPULSE_WORKER_METRICS_PORT.

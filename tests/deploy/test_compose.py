@@ -1,0 +1,455 @@
+"""docker-compose.yml cannot run here (no Docker engine): keep it correct by reading it, and
+check every service against the code's names, ports and variables. `docker compose config`
+runs where the plugin exists."""
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aipulse_alerts.amconfig import RECEIVER_VARS
+from aipulse_alerts.rules import RULES_ENV
+from aipulse_stream.config import ENV_PREFIX, Settings
+from composefile import COMPOSE, ROOT, MissingVariable, env_example, load, raw, refs, scalars
+
+USERS_XML = ROOT / "deploy" / "clickhouse" / "users.d" / "aipulse-users.xml"
+SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
+# Receiver settings are each optional; at least one is required, and the render step
+# (python -m aipulse_alerts.amconfig) refuses without (tests/deploy/test_alertmanager_config.py).
+OPTIONAL_SECRETS = set(RECEIVER_VARS)
+# AIPULSE_* variables read outside Settings (the rule file's path).
+NON_SETTINGS = {RULES_ENV}
+STATEFUL = {"kafka": "/var/lib/kafka/data", "clickhouse": "/var/lib/clickhouse", "alertmanager": "/alertmanager",
+            "prometheus": "/prometheus", "grafana": "/var/lib/grafana"}
+
+
+def _fake_env() -> dict[str, str]:
+    """.env.example with every empty value filled (a distinct URL-safe value per name)."""
+    env = {k: v or f"x{i}-{k.lower()}" for i, (k, v) in enumerate(env_example().items())}
+    env["AIPULSE_ALERT_WEBHOOK_URL"] = "http://hooks.example:8080/alert"
+    return env
+
+
+def _services() -> dict:
+    return load(_fake_env())["services"]
+
+
+def _one_shot(svc: dict) -> bool:
+    return str(svc.get("restart", "")) == "no"
+
+
+def _env(svc: dict) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) for e in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+# --- secrets and the env file ---------------------------------------------------------------
+
+def test_every_secret_is_required_and_has_no_default():
+    seen = set()
+    for m in refs(scalars()):
+        name, op, arg = m.group("name"), m.group("op"), m.group("arg")
+        if SECRET.search(name) and name not in OPTIONAL_SECRETS:
+            assert op == ":?" and arg.strip(), f"{m.group(0)}: a secret must be ${{{name}:?message}}"
+            assert name in arg, f"{m.group(0)}: the message should name the variable to set"
+            seen.add(name)
+    assert {"AIPULSE_CLICKHOUSE_WRITER_PASSWORD", "AIPULSE_CLICKHOUSE_MIGRATOR_PASSWORD",
+            "AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= seen, seen
+
+
+def test_every_variable_is_written_in_braces():
+    # `$NAME` also interpolates in Compose; only the ${...} forms are checked above.
+    bare = re.findall(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)", scalars().replace("$$", ""))
+    assert not bare, f"write these as ${{NAME:?...}} or ${{NAME:-...}}: {bare}"
+
+
+def test_env_example_lists_exactly_the_variables_the_compose_file_reads():
+    used = {m.group("name") for m in refs(scalars())}
+    example = env_example()
+    assert used == set(example), {"missing from .env.example": sorted(used - set(example)),
+                                  "not read by docker-compose.yml": sorted(set(example) - used)}
+    for name, value in example.items():
+        if SECRET.search(name) or name in OPTIONAL_SECRETS:
+            assert value == "", f".env.example ships a value for {name}"
+
+
+@pytest.mark.parametrize("secret", ["AIPULSE_CLICKHOUSE_WRITER_PASSWORD", "AIPULSE_CLICKHOUSE_MIGRATOR_PASSWORD",
+                                    "AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"])
+@pytest.mark.parametrize("how", ["unset", "empty"])
+def test_stack_refuses_to_start_without_each_secret(secret, how):
+    env = _fake_env()
+    if how == "unset":
+        del env[secret]
+    else:
+        env[secret] = ""
+    with pytest.raises(MissingVariable, match=f"{secret}: set {secret} in .env"):
+        load(env)
+    load(_fake_env())   # and with all of them it loads
+
+
+# --- services: health, restarts, volumes, ports ---------------------------------------------
+
+def test_services_are_the_production_components():
+    services = _services()
+    assert set(services) == {"kafka", "clickhouse", "migrate", "worker", "alertmanager-config", "alertmanager",
+                             "prometheus", "grafana"}
+    assert services["grafana"]["image"].startswith("grafana/grafana:") and "build" not in services["grafana"]
+
+
+def test_long_running_services_have_a_healthcheck_and_a_restart_policy():
+    for name, svc in _services().items():
+        if _one_shot(svc):
+            continue
+        assert svc.get("restart") in ("unless-stopped", "always", "on-failure"), f"{name}: restart policy"
+        hc = svc.get("healthcheck") or {}
+        assert hc.get("test") and not hc.get("disable"), f"{name}: no healthcheck"
+        assert hc["test"][0] in ("CMD", "CMD-SHELL"), name
+
+
+def test_one_shot_services_gate_the_services_that_need_them():
+    services = _services()
+    one_shots = {n for n, s in services.items() if _one_shot(s)}
+    assert one_shots == {"migrate", "alertmanager-config"}
+    for name in one_shots:
+        waiting = [n for n, s in services.items()
+                   if (s.get("depends_on") or {}).get(name, {}).get("condition") == "service_completed_successfully"]
+        assert waiting, f"nothing waits for {name} to complete"
+
+
+def test_published_ports_are_loopback_only():
+    published = {}
+    for name, svc in _services().items():
+        for p in svc.get("ports", []):
+            assert isinstance(p, str) and p.startswith("127.0.0.1:"), f"{name}: {p} is published beyond loopback"
+            published[name] = p
+    # Alertmanager (silences every page) and Prometheus have no credential of their own.
+    assert "alertmanager" not in published and "prometheus" not in published
+    assert set(published) == {"kafka", "clickhouse", "grafana"}
+
+
+def test_state_lives_in_named_volumes():
+    doc = raw()
+    declared = set(doc.get("volumes") or {})
+    for name, svc in _services().items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("./"):
+                assert (ROOT / src).exists(), f"{name}: {src} is mounted but missing"
+            else:
+                assert src in declared, f"{name}: volume {src} is not declared"
+    for name, path in STATEFUL.items():
+        targets = {v.split(":")[1] for v in _services()[name].get("volumes", []) if not v.startswith("./")}
+        assert path in targets, f"{name}: {path} is not on a named volume"
+
+
+# --- the aipulse image and its services -------------------------------------------------------
+
+def test_aipulse_environment_names_real_settings_and_validates():
+    services = _services()
+    fields = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
+    for name in ("worker", "migrate"):
+        env = _env(services[name])
+        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - fields - NON_SETTINGS
+        assert not unknown, f"{name}: not settings: {sorted(unknown)}"
+        s = Settings.from_env(env)
+        assert s.kafka_bootstrap == "kafka:9092"
+        assert s.alertmanager_url == "http://alertmanager:9093"
+
+
+def _ch_users() -> dict[str, str]:
+    """ClickHouse user name -> the variable its password comes from."""
+    users = ET.parse(USERS_XML).getroot().find("users")
+    return {u.tag: u.find("password").get("from_env") for u in users if u.find("password") is not None}
+
+
+def test_each_client_logs_in_as_its_own_clickhouse_user_with_that_users_password():
+    env, services = _fake_env(), _services()
+    users = _ch_users()
+    for name, user in (("worker", "aipulse_writer"), ("migrate", "aipulse_migrator")):
+        url = _env(services[name])["AIPULSE_CLICKHOUSE_URL"]
+        m = re.fullmatch(r"http://([^:@]+):([^@]+)@clickhouse:8123", url)
+        assert m, f"{name}: {url}"
+        assert m.group(1) == user and m.group(2) == env[users[user]], name
+    g = _env(services["grafana"])
+    assert g["AIPULSE_GRAFANA_CH_USER"] == "aipulse_reader"
+    assert g["AIPULSE_GRAFANA_CH_PASSWORD"] == env[users["aipulse_reader"]]
+    assert g["AIPULSE_GRAFANA_CH_DATABASE"] == Settings.from_env({}).database
+    # the server gets every variable its users file reads, with the same values
+    ch = _env(services["clickhouse"])
+    for user, var in users.items():
+        assert ch.get(var) == env[var], f"clickhouse: {var} ({user}'s password) is not passed"
+    assert ch.get("CLICKHOUSE_SKIP_USER_SETUP") == "1"
+    assert "CLICKHOUSE_PASSWORD" not in ch and "CLICKHOUSE_USER" not in ch
+
+
+def test_clickhouse_mounts_the_users_and_server_files_into_the_images_include_folders():
+    vols = _services()["clickhouse"]["volumes"]
+    want = {"./deploy/clickhouse/users.d/aipulse-users.xml": "/etc/clickhouse-server/users.d/aipulse-users.xml",
+            "./deploy/clickhouse/config.d/aipulse-server.xml": "/etc/clickhouse-server/config.d/aipulse-server.xml"}
+    got = {v.split(":")[0]: v.split(":")[1] for v in vols}
+    for src, dst in want.items():
+        assert got.get(src) == dst, (src, got)
+
+
+def test_grafana_gets_every_variable_its_provisioning_reads_and_no_default_password():
+    g = _env(_services()["grafana"])
+    used = set()
+    for f in (ROOT / "dashboards" / "provisioning").rglob("*.yaml"):
+        used |= set(re.findall(r"\$\{(AIPULSE_GRAFANA_[A-Z_]+)", f.read_text()))
+    optional = {"AIPULSE_GRAFANA_WEBHOOK_URL", "AIPULSE_GRAFANA_SLACK_WEBHOOK_URL"}
+    assert used, "no variables found in the provisioning files"
+    assert used - optional <= set(g), sorted(used - set(g))
+    assert g["GF_SECURITY_ADMIN_PASSWORD"] == _fake_env()["GRAFANA_ADMIN_PASSWORD"]
+    assert g["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and g["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    for key, url in g.items():   # Grafana's datasources point at services that exist, on their ports
+        if key.endswith("_URL") and url.startswith("http://"):
+            host, port = re.match(r"http://([^:/]+):(\d+)", url).groups()
+            assert host in _services(), (key, url)
+            assert f":{port}" in " ".join(map(str, _services()[host].get("command") or [])) or \
+                (host, port) in {("prometheus", "9090"), ("alertmanager", "9093")}, (key, url)
+
+
+def test_prometheus_scrapes_every_worker_on_the_port_the_worker_serves():
+    services = _services()
+    w = _env(services["worker"])
+    port = int(w["AIPULSE_WORKER_METRICS_PORT"])
+    s = Settings.from_env(w)
+    assert s.worker_metrics_host == "0.0.0.0", "the worker's /metrics must listen on the container interface"
+    assert s.worker_metrics_port == port
+    prom_file = [v.split(":")[0] for v in services["prometheus"]["volumes"] if v.endswith("prometheus.yml:ro")][0]
+    prom = yaml.safe_load((ROOT / prom_file).read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    sd = jobs["aipulse-worker"]["dns_sd_configs"][0]
+    assert sd["names"] == ["worker"] and sd["type"] == "A" and sd["port"] == port   # one A record per replica
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    assert f"127.0.0.1:{port}/metrics" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert jobs["alertmanager"]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert "--web.listen-address=:9093" in services["alertmanager"]["command"]
+
+
+def test_alertmanager_starts_on_the_rendered_config_only():
+    services = _services()
+    render, am = services["alertmanager-config"], services["alertmanager"]
+    assert render["command"][:3] == ["python", "-m", "aipulse_alerts.amconfig"]
+    out = render["command"][render["command"].index("--out") + 1]
+    assert "--allow-no-receiver" not in render["command"]
+    vol, mount = render["volumes"][0].split(":")[:2]
+    assert out.startswith(mount + "/")
+    am_mounts = {v.split(":")[0]: v.split(":")[1] for v in am["volumes"]}
+    cfg = next(a for a in am["command"] if a.startswith("--config.file="))
+    assert cfg == f"--config.file={am_mounts[vol]}/{Path(out).name}"
+    assert am["depends_on"]["alertmanager-config"]["condition"] == "service_completed_successfully"
+    # exactly the receiver variables the renderer reads, each passed through, and the rule file
+    env = _env(render)
+    assert set(env) == set(RECEIVER_VARS) | {RULES_ENV}
+    for var in RECEIVER_VARS:
+        assert re.fullmatch(rf"\$\{{{var}:-\}}", raw()["services"]["alertmanager-config"]["environment"][var])
+
+
+def test_the_detector_and_the_render_step_read_the_repos_rule_file():
+    # The wheel does not carry alerts/rules.yaml (it sits beside the package): without an
+    # explicit path the worker's detector and the render step would find no rules.
+    text = _dockerfile()
+    baked = re.search(r"^COPY alerts/rules.yaml (\S+)$", text, re.M).group(1)
+    assert re.search(rf"{RULES_ENV}={re.escape(baked)}\b", text), "the image does not point at its rule file"
+    for name in ("worker", "alertmanager-config"):
+        svc = _services()[name]
+        assert _env(svc)[RULES_ENV] == baked, name
+        assert f"./alerts/rules.yaml:{baked}:ro" in svc["volumes"], name
+
+
+def test_kafka_is_the_same_version_as_the_local_stack():
+    pom = ET.parse(ROOT / "services" / "pom.xml").getroot()
+    ns = {"m": pom.tag.split("}")[0].strip("{")} if pom.tag.startswith("{") else {}
+    version = pom.find("m:properties/m:kafka.version" if ns else "properties/kafka.version", ns).text
+    assert _services()["kafka"]["image"] == f"apache/kafka:{version}"
+
+
+def test_kafka_keeps_its_log_on_the_named_volume():
+    k = _services()["kafka"]
+    assert _env(k)["KAFKA_LOG_DIRS"] == STATEFUL["kafka"]
+
+
+def test_kafka_host_listener_is_advertised_on_the_published_port():
+    k = _services()["kafka"]
+    env = _env(k)
+    host_port = k["ports"][0].split(":")[1]
+    assert f"HOST://127.0.0.1:{host_port}" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "INTERNAL://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_worker_and_render_commands_are_importable():
+    services = _services()
+    for name in ("worker", "alertmanager-config"):
+        cmd = services[name]["command"]
+        assert cmd[:2] == ["python", "-m"]
+        importlib.import_module(cmd[2])
+    # `aipulse migrate`: the console script pyproject installs, with a migrate subcommand
+    assert services["migrate"]["command"] == ["aipulse", "migrate"]
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["aipulse"]
+    mod, fn = target.split(":")
+    r = subprocess.run([sys.executable, "-c", f"import sys; from {mod} import {fn} as m; sys.argv = ['aipulse', 'migrate', '--help']; m()"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "migrat" in r.stdout, r.stderr[-500:]
+
+
+# --- the image ----------------------------------------------------------------------------------
+
+def _dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def test_image_is_multi_stage_slim_and_non_root():
+    text = _dockerfile()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert len(froms) >= 2, "single-stage image"
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", text, re.M).group(1)
+    assert base.endswith("-slim"), base
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    last = text[text.rindex("\nFROM"):]
+    assert "USER" in last and "pip install" not in last, "the final stage should only copy the venv"
+    for name, svc in _services().items():
+        if "build" in svc:
+            assert svc.get("user") in (None, "10001:10001"), f"{name} overrides the image's user"
+            assert "ALL" in svc.get("cap_drop", []), name
+
+
+def test_image_installs_only_named_dependencies_of_pyproject():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    known = {re.split(r"[<>=\[ ]", d)[0].lower(): d for d in meta["dependencies"] + meta["optional-dependencies"]["server"]}
+    install = next(ln for ln in re.findall(r"^RUN (.*)$", _dockerfile().replace("\\\n", " "), re.M)
+                   if "pip install" in ln and "--no-deps" in ln)
+    pinned = re.findall(r'"([A-Za-z0-9_.-]+)((?:[<>=!~]=?[^"]*)?)"', install)
+    assert pinned
+    for name, spec in pinned:
+        assert name.lower() in known, f"Dockerfile installs {name}, which pyproject.toml does not name"
+        assert known[name.lower()].replace(" ", "").startswith(f"{name}{spec}"), (name, spec, known[name.lower()])
+    for dep in meta["dependencies"]:   # the SDK's own dependencies are all there
+        assert re.split(r"[<>=\[ ]", dep)[0].lower() in {n.lower() for n, _ in pinned}, dep
+
+
+def _image_packages() -> set[str]:
+    install = next(ln for ln in re.findall(r"^RUN (.*)$", _dockerfile().replace("\\\n", " "), re.M)
+                   if "pip install" in ln and "--no-deps" in ln)
+    return {n.lower() for n, _ in re.findall(r'"([A-Za-z0-9_.-]+)((?:[<>=!~]=?[^"]*)?)"', install)}
+
+
+def test_image_commands_start_without_the_packages_the_image_leaves_out(tmp_path):
+    """The worker, `aipulse migrate` and the render step, with every server-extra package the
+    Dockerfile does not install made unimportable (as in the image)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    server = {re.split(r"[<>=\[ ]", d)[0].lower() for d in meta["optional-dependencies"]["server"]}
+    left_out = sorted(n.replace("-", "_") for n in server - _image_packages())
+    assert "chdb" in left_out and "matplotlib" in left_out, left_out
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["aipulse"]
+    mod, fn = target.split(":")
+    code = f"""
+import importlib, importlib.abc, sys, contextlib, io
+LEFT_OUT = {left_out!r}
+class LeftOut(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in LEFT_OUT:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the image)")
+sys.meta_path.insert(0, LeftOut())
+importlib.import_module("aipulse_stream.worker")
+from aipulse_alerts.amconfig import main as render
+assert render(["--out", {str(tmp_path / "am.yml")!r}]) == 0
+from {mod} import {fn} as cli
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        cli(["migrate", "--help"])
+    except SystemExit as e:
+        assert e.code == 0, e.code
+print([m for m in LEFT_OUT if m in sys.modules])
+"""
+    env = {**__import__("os").environ, "AIPULSE_ALERT_WEBHOOK_URL": "http://hooks.example:8080/alert"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_dockerignore_keeps_local_state_out_and_the_packages_in():
+    ignored = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
+    assert {".env", ".venv", ".cache", ".aipulse", ".git"} <= ignored
+    where = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["where"]
+    for folder in where + ["pyproject.toml", "README.md"]:
+        assert folder not in ignored and (ROOT / folder).exists(), folder
+
+
+# --- Docker's own parsers ---------------------------------------------------------------------------
+
+COMPOSECHECK = Path(__file__).with_name("composecheck")
+COMPOSECHECK_BIN = ROOT / ".cache" / "composecheck" / "composecheck"
+
+
+def _composecheck() -> Path | None:
+    """Build tests/deploy/composecheck (compose-go, the loader `docker compose` uses) once into
+    .cache/; None when there is no Go toolchain or its modules cannot be fetched."""
+    if COMPOSECHECK_BIN.exists() and COMPOSECHECK_BIN.stat().st_mtime >= (COMPOSECHECK / "main.go").stat().st_mtime:
+        return COMPOSECHECK_BIN
+    go = shutil.which("go") or (Path("/usr/local/go/bin/go") if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        return None
+    r = subprocess.run([str(go), "build", "-mod=readonly", "-o", str(COMPOSECHECK_BIN), "."], cwd=COMPOSECHECK,
+                       capture_output=True, text=True, timeout=300)
+    return COMPOSECHECK_BIN if r.returncode == 0 else None
+
+
+def _check(cli: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return subprocess.run(cli(env_file) if callable(cli) else cli, capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin"})
+
+
+def test_compose_go_loads_the_file_and_refuses_a_missing_secret(tmp_path):
+    binary = _composecheck()
+    if binary is None:
+        pytest.skip("no Go toolchain (or its module proxy) to build tests/deploy/composecheck")
+    cli = lambda env_file: [str(binary), str(COMPOSE), str(env_file), str(ROOT)]  # noqa: E731
+    ok = _check(cli, _fake_env(), tmp_path)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{len(_services())} services", ok.stdout + ok.stderr
+    for secret in ("AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        env = _fake_env()
+        del env[secret]
+        bad = _check(cli, env, tmp_path)
+        assert bad.returncode == 1 and f"required variable {secret} is missing a value: set {secret} in .env" \
+            in bad.stdout, bad.stdout
+
+
+
+def _compose_cli() -> list[str] | None:
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cmd[0]):
+            r = subprocess.run(cmd + ["version"], capture_output=True, text=True)
+            if r.returncode == 0:
+                return cmd
+    return None
+
+
+@pytest.mark.skipif(_compose_cli() is None, reason="no docker compose plugin (nor docker-compose) on this machine")
+def test_docker_compose_config_accepts_the_file_and_refuses_a_missing_secret(tmp_path):
+    cli = _compose_cli()
+    env_file = tmp_path / "full.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in _fake_env().items()))
+    ok = subprocess.run(cli + ["-f", str(COMPOSE), "--env-file", str(env_file), "config", "--quiet"],
+                        capture_output=True, text=True, timeout=60, cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin"})
+    assert ok.returncode == 0, ok.stderr
+    env = _fake_env()
+    del env["AIPULSE_CLICKHOUSE_READER_PASSWORD"]
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    bad = subprocess.run(cli + ["-f", str(COMPOSE), "--env-file", str(env_file), "config", "--quiet"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin"})
+    assert bad.returncode != 0 and "AIPULSE_CLICKHOUSE_READER_PASSWORD" in bad.stderr, bad.stderr
