@@ -14,8 +14,9 @@ slow or failing sinks never hold the batch loop. A lock serialises the two threa
 to the detector.
 
 Configuration: rules from ``$AIPULSE_ALERT_RULES`` or alerts/rules.yaml; Alertmanager from
-``settings.alertmanager_url`` (AIPULSE_ALERTMANAGER_URL) or the local stack's ``alertmanager``
-component (re-read while unknown: `aipulse up` starts it after the worker);
+``settings.alertmanager_url`` (AIPULSE_ALERTMANAGER_URL, ``http://user:password@host:9093``
+when it requires basic auth) or the local stack's ``alertmanager`` component's URL, credential
+included (re-read while unknown: `aipulse up` starts it after the worker);
 ``AIPULSE_ALERTS=off`` disables the detector.
 """
 from __future__ import annotations
@@ -83,8 +84,9 @@ def _alertmanager_url(settings):
                 from aipulse_local.state import StackState
 
                 comp = StackState(settings.state_dir).get("alertmanager")
-                if comp and comp.get("address"):
-                    cache["url"] = f"http://{comp['address']}"
+                # "url" carries the stack's credential (http://aipulse:<password>@127.0.0.1:port)
+                if comp and comp.get("url"):
+                    cache["url"] = comp["url"]
             except Exception:
                 pass
         return cache["url"]

@@ -5,6 +5,10 @@
     n.send(alerts)       # state changes from Detector.tick()
     n.resend_due()       # call periodically: keeps firing alerts alive in Alertmanager
 
+An Alertmanager behind basic auth (``--web.config.file``) is given as
+``http://user:password@host:9093``: the credential goes in an ``Authorization: Basic`` header
+(:mod:`aipulse_alerts.basic_auth`) and is replaced by ``***`` in every logged URL.
+
 Alertmanager protocol (as Prometheus speaks it): a firing alert is posted with ``endsAt`` a
 few minutes ahead (``ALERT_TTL_S``) and re-posted every ``RESEND_S`` while it fires, so that
 an alert whose sender died resolves by itself; a resolved alert is posted once more with
@@ -21,10 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from typing import Callable
 
+from . import basic_auth
 from .detector import Alert
 
 log = logging.getLogger("aipulse.alerts")
@@ -82,12 +88,20 @@ def ch_row(alert: Alert, now: float) -> dict:
 
 
 def post_alertmanager(base_url: str, payload: list[dict], timeout: float = POST_TIMEOUT_S) -> None:
-    """POST alerts to Alertmanager; raises on a non-2xx answer or a network error."""
-    req = urllib.request.Request(base_url.rstrip("/") + ALERTS_PATH, data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        if not 200 <= r.status < 300:
-            raise OSError(f"Alertmanager answered {r.status}")
+    """POST alerts to Alertmanager; raises on a non-2xx answer or a network error.
+
+    ``base_url`` may carry a credential (``http://user:password@host:9093``); it is sent as
+    basic auth, never in the request line, and no error message names it.
+    """
+    req = basic_auth.request(base_url.rstrip("/") + ALERTS_PATH, data=json.dumps(payload).encode(),
+                             headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            if not 200 <= r.status < 300:
+                raise OSError(f"Alertmanager answered {r.status}")
+    except urllib.error.HTTPError as err:
+        hint = (": check the user and password in AIPULSE_ALERTMANAGER_URL" if err.code == 401 else "")
+        raise OSError(f"Alertmanager answered {err.code} {err.reason}{hint}") from None
 
 
 class Notifier:
@@ -168,7 +182,8 @@ class Notifier:
             post_alertmanager(url, [am_payload(a, now) for a in batch])
         except Exception as err:
             self.failures["alertmanager"] += 1
-            log.warning("posting %d alert(s) to Alertmanager at %s failed (will retry): %s", len(batch), url, err)
+            log.warning("posting %d alert(s) to Alertmanager at %s failed (will retry): %s", len(batch),
+                        basic_auth.redact(url), err)
             self._pending_am = batch
             self._trim(self._pending_am)
             return

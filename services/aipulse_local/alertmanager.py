@@ -12,20 +12,35 @@ Alertmanager to load it (``POST /-/reload``)::
 
 Clustering is off (``--cluster.listen-address=``): one local instance, and no second fixed
 port (9094) to collide with.
+
+Nothing is served without a credential: Alertmanager starts with ``--web.config.file``
+holding the bcrypt hash (:mod:`aipulse_alerts.webconfig`) of a password generated once per
+stack and kept, owner-only (0600), in ``<home>/web-password``. The recorded ``url`` carries
+it (``http://aipulse:<password>@127.0.0.1:port``): the worker's notifier and
+`aipulse status --json` use that.
 """
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .process import StackError, free_port, http_ok, spawn, wait_until
+from aipulse_alerts import basic_auth, webconfig
+from aipulse_alerts.amconfig import receivers_from_env
+from aipulse_alerts.amconfig import write as write_am_config
+
+from .process import StackError, free_port, spawn, wait_until
 from .state import StackState, pid_alive
 
 BINARY = "prometheus-alertmanager"
 INSTALL_HINT = "install prometheus-alertmanager (apt-get install prometheus-alertmanager)"
 START_TIMEOUT_S = 30
+USER = webconfig.DEFAULT_USER
+PASSWORD_FILE = "web-password"     # under the Alertmanager's home, 0600
+WEB_CONFIG_FILE = "web.yml"
 
 
 def binary() -> str | None:
@@ -33,8 +48,6 @@ def binary() -> str | None:
 
 
 def _receiver(settings, webhook_url: str | None):
-    from aipulse_alerts.amconfig import receivers_from_env
-
     receiver = receivers_from_env()
     url = webhook_url or settings.alert_webhook_url
     if url:
@@ -43,9 +56,31 @@ def _receiver(settings, webhook_url: str | None):
 
 
 def write_config(settings, home: Path, webhook_url: str | None = None, **kwargs) -> Path:
-    from aipulse_alerts.amconfig import write
+    return write_am_config(home / "alertmanager.yml", _receiver(settings, webhook_url), **kwargs)
 
-    return write(home / "alertmanager.yml", _receiver(settings, webhook_url), **kwargs)
+
+def stack_password(home: Path) -> str:
+    """The password of this Alertmanager: read from ``home``, or generated there (0600) once."""
+    path = Path(home) / PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_hex(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # owner-only from the first byte
+    with os.fdopen(fd, "w") as f:
+        f.write(password)
+    return password
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    """``GET /-/healthy`` with the credential carried by ``url``."""
+    try:
+        with urllib.request.urlopen(basic_auth.request(url.rstrip("/") + "/-/healthy"), timeout=timeout) as r:
+            return 200 <= r.status < 300
+    except Exception:
+        return False
 
 
 def start(settings, home: Path | None = None, webhook_url: str | None = None, port: int = 0,
@@ -58,13 +93,17 @@ def start(settings, home: Path | None = None, webhook_url: str | None = None, po
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     cfg = write_config(settings, home, webhook_url, **config_kwargs)
+    password = stack_password(home)
+    web = webconfig.write(home / WEB_CONFIG_FILE, USER, password)
     port = port or free_port()
     address = f"127.0.0.1:{port}"
+    url = f"http://{USER}:{password}@{address}"
     log_path = home / f"{name}.log"
-    pid = spawn([exe, f"--config.file={cfg}", f"--storage.path={data}", f"--web.listen-address={address}",
-                 "--cluster.listen-address=", "--log.level=warn"], log_path)
-    wait_until(lambda: http_ok(f"http://{address}/-/healthy"), START_TIMEOUT_S, pid, name, log_path)
-    info = {"pid": pid, "address": address, "log": str(log_path), "config": str(cfg), "kind": "alertmanager"}
+    pid = spawn([exe, f"--config.file={cfg}", f"--web.config.file={web}", f"--storage.path={data}",
+                 f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=warn"], log_path)
+    wait_until(lambda: healthy(url), START_TIMEOUT_S, pid, name, log_path)
+    info = {"pid": pid, "address": address, "url": url, "log": str(log_path), "config": str(cfg),
+            "web_config": str(web), "kind": "alertmanager"}
     if record:
         StackState(settings.state_dir).put(name, **info)
     return info
@@ -76,7 +115,8 @@ def reload(settings, webhook_url: str | None = None, name: str = "alertmanager",
     if not comp:
         raise StackError(f"{name} is not running: start it with `aipulse up`")
     write_config(settings, Path(comp["config"]).parent, webhook_url, **config_kwargs)
-    req = urllib.request.Request(f"http://{comp['address']}/-/reload", data=b"", method="POST")
+    base = comp.get("url") or f"http://{comp['address']}"
+    req = basic_auth.request(f"{base}/-/reload", data=b"", method="POST")
     with urllib.request.urlopen(req, timeout=10) as r:
         if r.status != 200:
             raise StackError(f"{name} refused the new config (HTTP {r.status}); see {comp['log']}")

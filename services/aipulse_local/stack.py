@@ -20,6 +20,7 @@ from typing import Callable
 
 from aipulse_stream.config import Settings
 
+from .alertmanager import healthy as alertmanager_healthy
 from .clickhouse import ping, start_clickhouse
 from .kafka import _ready as kafka_ready
 from .kafka import ensure_topics, start_kafka
@@ -203,8 +204,8 @@ def _healthy(name: str, comp: dict) -> bool:
         return ping(f"http://{addr}")
     if kind == "worker":
         return worker_ready(addr)
-    if kind == "alertmanager":
-        return http_ok(f"http://{addr}/-/healthy")
+    if kind == "alertmanager":   # behind basic auth: the recorded url carries the credential
+        return alertmanager_healthy(comp.get("url") or f"http://{addr}")
     return True
 
 

@@ -133,7 +133,7 @@ def test_fallback_surge_pages_through_alertmanager(stack, stack_settings, kafka_
             "AIPULSE_WORKER_GROUP": f"alerts-e2e-{uuid.uuid4().hex[:6]}",
             "AIPULSE_DATABASE": "aipulse_alerts_e2e",
             "AIPULSE_ALERT_RULES": str(e2e_rules),
-            "AIPULSE_ALERTMANAGER_URL": f"http://{am['address']}",
+            "AIPULSE_ALERTMANAGER_URL": am["url"],   # carries the Alertmanager's credential
         })
         aipulse.init(kafka_bootstrap=kafka_bootstrap, service=service)
         traffic = Traffic(aipulse)
