@@ -241,7 +241,11 @@ def contact_points(webhook: bool = False, slack: bool = False) -> dict:
     """Alertmanager always; a webhook / Slack receiver when asked (URL from the environment)."""
     receivers = [{"orgId": 1, "name": "aipulse-alertmanager", "receivers": [
         {"uid": "aipulse-am", "type": "prometheus-alertmanager",
-         "settings": {"url": "${AIPULSE_GRAFANA_ALERTMANAGER_URL}"}, "disableResolveMessage": False}]}]
+         # Alertmanager requires basic auth (docs/deploy.md): the same user and password as the datasource.
+         "settings": {"url": "${AIPULSE_GRAFANA_ALERTMANAGER_URL}",
+                      "basicAuthUser": "${AIPULSE_GRAFANA_ALERTMANAGER_USER}",
+                      "basicAuthPassword": "${AIPULSE_GRAFANA_ALERTMANAGER_PASSWORD}"},
+         "disableResolveMessage": False}]}]
     if webhook:
         receivers.append({"orgId": 1, "name": "aipulse-webhook", "receivers": [
             {"uid": "aipulse-webhook", "type": "webhook", "settings": {"url": "${AIPULSE_GRAFANA_WEBHOOK_URL}"}}]})
