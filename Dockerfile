@@ -1,5 +1,5 @@
-# The aipulse server image: the worker, `aipulse migrate` and the Alertmanager config render
-# step of docker-compose.yml. Two stages: the build stage installs into a virtualenv, the
+# The aipulse server image: the worker, `aipulse migrate` and the render steps (Alertmanager's
+# config, Alertmanager's and Prometheus's basic auth web config) of docker-compose.yml. Two stages: the build stage installs into a virtualenv, the
 # final stage is python-slim plus that virtualenv, run as an unprivileged user.
 #
 # Only what the worker, `aipulse migrate` and the render step import is installed: the
@@ -26,7 +26,8 @@ RUN /opt/aipulse/bin/pip install --no-deps . \
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 aipulse \
  && useradd --system --uid 10001 --gid aipulse --home-dir /var/lib/aipulse --create-home --shell /usr/sbin/nologin aipulse \
- && mkdir -p /etc/aipulse/alertmanager && chown aipulse:aipulse /etc/aipulse/alertmanager
+ && mkdir -p /etc/aipulse/alertmanager /etc/aipulse/web \
+ && chown aipulse:aipulse /etc/aipulse/alertmanager /etc/aipulse/web
 COPY --from=build /opt/aipulse /opt/aipulse
 # The rule file lives beside the packages in the repo, not inside one, so the wheel does not
 # carry it: the image holds a copy (compose mounts the repo's file over it, for edits

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aipulse_alerts import basic_auth, webconfig
 from aipulse_alerts.amconfig import RECEIVER_VARS
 from aipulse_alerts.rules import RULES_ENV
 from aipulse_stream.config import ENV_PREFIX, Settings
@@ -64,7 +65,8 @@ def test_every_secret_is_required_and_has_no_default():
             assert name in arg, f"{m.group(0)}: the message should name the variable to set"
             seen.add(name)
     assert {"AIPULSE_CLICKHOUSE_WRITER_PASSWORD", "AIPULSE_CLICKHOUSE_MIGRATOR_PASSWORD",
-            "AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= seen, seen
+            "AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+            "ALERTMANAGER_PASSWORD", "PROMETHEUS_PASSWORD"} <= seen, seen
 
 
 def test_every_variable_is_written_in_braces():
@@ -84,7 +86,8 @@ def test_env_example_lists_exactly_the_variables_the_compose_file_reads():
 
 
 @pytest.mark.parametrize("secret", ["AIPULSE_CLICKHOUSE_WRITER_PASSWORD", "AIPULSE_CLICKHOUSE_MIGRATOR_PASSWORD",
-                                    "AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"])
+                                    "AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+                                    "ALERTMANAGER_PASSWORD", "PROMETHEUS_PASSWORD"])
 @pytest.mark.parametrize("how", ["unset", "empty"])
 def test_stack_refuses_to_start_without_each_secret(secret, how):
     env = _fake_env()
@@ -101,8 +104,8 @@ def test_stack_refuses_to_start_without_each_secret(secret, how):
 
 def test_services_are_the_production_components():
     services = _services()
-    assert set(services) == {"kafka", "clickhouse", "migrate", "worker", "alertmanager-config", "alertmanager",
-                             "prometheus", "grafana"}
+    assert set(services) == {"kafka", "clickhouse", "migrate", "worker", "alertmanager-config", "web-config",
+                             "alertmanager", "prometheus", "grafana"}
     assert services["grafana"]["image"].startswith("grafana/grafana:") and "build" not in services["grafana"]
 
 
@@ -119,7 +122,7 @@ def test_long_running_services_have_a_healthcheck_and_a_restart_policy():
 def test_one_shot_services_gate_the_services_that_need_them():
     services = _services()
     one_shots = {n for n, s in services.items() if _one_shot(s)}
-    assert one_shots == {"migrate", "alertmanager-config"}
+    assert one_shots == {"migrate", "alertmanager-config", "web-config"}
     for name in one_shots:
         waiting = [n for n, s in services.items()
                    if (s.get("depends_on") or {}).get(name, {}).get("condition") == "service_completed_successfully"]
@@ -155,7 +158,7 @@ def test_state_lives_in_named_volumes():
 # --- the aipulse image and its services -------------------------------------------------------
 
 def test_aipulse_environment_names_real_settings_and_validates():
-    services = _services()
+    services, secrets = _services(), _fake_env()
     fields = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
     for name in ("worker", "migrate"):
         env = _env(services[name])
@@ -163,7 +166,9 @@ def test_aipulse_environment_names_real_settings_and_validates():
         assert not unknown, f"{name}: not settings: {sorted(unknown)}"
         s = Settings.from_env(env)
         assert s.kafka_bootstrap == "kafka:9092"
-        assert s.alertmanager_url == "http://alertmanager:9093"
+        # Alertmanager's basic auth, with the password its web config is rendered from
+        assert s.alertmanager_url == \
+            f"http://{webconfig.DEFAULT_USER}:{secrets['ALERTMANAGER_PASSWORD']}@alertmanager:9093"
 
 
 def _ch_users() -> dict[str, str]:
@@ -256,6 +261,93 @@ def test_alertmanager_starts_on_the_rendered_config_only():
         assert re.fullmatch(rf"\$\{{{var}:-\}}", raw()["services"]["alertmanager-config"]["environment"][var])
 
 
+# --- basic auth of Alertmanager and Prometheus -------------------------------------------------
+
+WEB_SERVERS = {"alertmanager": "9093", "prometheus": "9090"}
+
+
+def _mount_of(svc: dict, volume: str) -> str:
+    return next(v.split(":")[1] for v in svc.get("volumes", []) if v.split(":")[0] == volume)
+
+
+def test_alertmanager_and_prometheus_start_on_the_rendered_web_config():
+    services = _services()
+    render = services["web-config"]
+    cmd = render["command"]
+    assert cmd[:3] == ["python", "-m", "aipulse_alerts.webconfig"]
+    out_dir = cmd[cmd.index("--out-dir") + 1]
+    assert cmd[cmd.index("--out-dir") + 2:] == list(WEB_SERVERS)
+    volume = render["volumes"][0].split(":")[0]
+    assert _mount_of(render, volume) == out_dir
+    # exactly the passwords it hashes, each required
+    assert set(_env(render)) == {f"{n.upper()}_PASSWORD" for n in WEB_SERVERS}
+    for name, port in WEB_SERVERS.items():
+        svc = services[name]
+        mount = _mount_of(svc, volume)
+        assert svc["volumes"][[v.split(":")[0] for v in svc["volumes"]].index(volume)].endswith(":ro"), name
+        assert f"--web.config.file={mount}/{name}-web.yml" in svc["command"], name
+        assert svc["depends_on"]["web-config"]["condition"] == "service_completed_successfully", name
+        # its healthcheck logs in too (/-/healthy is behind the same auth)
+        hc = " ".join(svc["healthcheck"]["test"])
+        assert f"http://{webconfig.DEFAULT_USER}:$(cat {mount}/{name}.password)@127.0.0.1:{port}/-/healthy" in hc, name
+    assert "web-config" not in [v.split(":")[0] for s in ("worker", "grafana") for v in services[s].get("volumes", [])]
+
+
+def test_the_web_config_step_hashes_the_env_passwords_and_refuses_without_them(tmp_path):
+    env = _fake_env()
+    render = _services()["web-config"]
+    names = render["command"][render["command"].index("--out-dir") + 2:]
+    webconfig.render(names, tmp_path, {k: v for k, v in _env(render).items()})
+    for name in names:
+        password = env[f"{name.upper()}_PASSWORD"]
+        text = (tmp_path / f"{name}-web.yml").read_text()
+        assert password not in text
+        cfg = yaml.safe_load(text)
+        assert set(cfg) == {"basic_auth_users"}
+        assert webconfig.verify(cfg, webconfig.DEFAULT_USER, password)
+        assert not webconfig.verify(cfg, webconfig.DEFAULT_USER, password[:-1])
+        assert (tmp_path / f"{name}.password").read_text() == password
+    code = f"from aipulse_alerts.webconfig import main; raise SystemExit(main(['--out-dir', {str(tmp_path / 'x')!r}, *{names!r}]))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "ALERTMANAGER_PASSWORD": env["ALERTMANAGER_PASSWORD"]})
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "error: set PROMETHEUS_PASSWORD: a password for basic auth (e.g. `openssl rand -hex 24`)", r.stderr
+    assert not (tmp_path / "x").exists(), "nothing is written while a password is missing"
+
+
+def test_prometheus_logs_in_where_auth_is_required_and_scrapes_workers_without():
+    services = _services()
+    prom_svc = services["prometheus"]
+    mount = _mount_of(prom_svc, services["web-config"]["volumes"][0].split(":")[0])
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    for job, server in (("alertmanager", "alertmanager"), ("prometheus", "prometheus")):
+        auth = jobs[job]["basic_auth"]
+        assert auth == {"username": webconfig.DEFAULT_USER, "password_file": f"{mount}/{server}.password"}, job
+    assert "basic_auth" not in jobs["aipulse-worker"]   # docs/deploy.md says why
+
+
+def test_every_client_of_alertmanager_and_prometheus_sends_the_matching_credential():
+    env, services = _fake_env(), _services()
+    bare, user, password = basic_auth.split(_env(services["worker"])["AIPULSE_ALERTMANAGER_URL"])
+    assert (bare, user, password) == ("http://alertmanager:9093", webconfig.DEFAULT_USER, env["ALERTMANAGER_PASSWORD"])
+    g = _env(services["grafana"])
+    for name in WEB_SERVERS:
+        assert g[f"AIPULSE_GRAFANA_{name.upper()}_USER"] == webconfig.DEFAULT_USER, name
+        assert g[f"AIPULSE_GRAFANA_{name.upper()}_PASSWORD"] == env[f"{name.upper()}_PASSWORD"], name
+    # ... and Grafana's provisioning hands those variables to the datasources and the contact point
+    prov = ROOT / "dashboards" / "provisioning"
+    ds = {d["type"]: d for d in yaml.safe_load((prov / "datasources" / "aipulse.yaml").read_text())["datasources"]}
+    for name in WEB_SERVERS:
+        d = ds[name]
+        assert d["basicAuth"] is True and d["basicAuthUser"] == f"${{AIPULSE_GRAFANA_{name.upper()}_USER}}", name
+        assert d["secureJsonData"]["basicAuthPassword"] == f"${{AIPULSE_GRAFANA_{name.upper()}_PASSWORD}}", name
+    cps = yaml.safe_load((prov / "alerting" / "contact-points.yaml").read_text())["contactPoints"]
+    am = next(r for cp in cps for r in cp["receivers"] if r["type"] == "prometheus-alertmanager")["settings"]
+    assert am["basicAuthUser"] == "${AIPULSE_GRAFANA_ALERTMANAGER_USER}"
+    assert am["basicAuthPassword"] == "${AIPULSE_GRAFANA_ALERTMANAGER_PASSWORD}"
+
+
 def test_the_detector_and_the_render_step_read_the_repos_rule_file():
     # The wheel does not carry alerts/rules.yaml (it sits beside the package): without an
     # explicit path the worker's detector and the render step would find no rules.
@@ -290,7 +382,7 @@ def test_kafka_host_listener_is_advertised_on_the_published_port():
 
 def test_worker_and_render_commands_are_importable():
     services = _services()
-    for name in ("worker", "alertmanager-config"):
+    for name in ("worker", "alertmanager-config", "web-config"):
         cmd = services[name]["command"]
         assert cmd[:2] == ["python", "-m"]
         importlib.import_module(cmd[2])
@@ -365,6 +457,8 @@ sys.meta_path.insert(0, LeftOut())
 importlib.import_module("aipulse_stream.worker")
 from aipulse_alerts.amconfig import main as render
 assert render(["--out", {str(tmp_path / "am.yml")!r}]) == 0
+from aipulse_alerts.webconfig import main as render_web
+assert render_web(["--out-dir", {str(tmp_path / "web")!r}, "alertmanager"]) == 0
 from {mod} import {fn} as cli
 with contextlib.redirect_stdout(io.StringIO()):
     try:
@@ -373,10 +467,11 @@ with contextlib.redirect_stdout(io.StringIO()):
         assert e.code == 0, e.code
 print([m for m in LEFT_OUT if m in sys.modules])
 """
-    env = {**__import__("os").environ, "AIPULSE_ALERT_WEBHOOK_URL": "http://hooks.example:8080/alert"}
+    env = {**__import__("os").environ, "AIPULSE_ALERT_WEBHOOK_URL": "http://hooks.example:8080/alert",
+           "ALERTMANAGER_PASSWORD": "a-password-of-24-letters"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr[-1500:]
-    assert r.stdout.strip() == "[]", r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout   # after the render steps' "wrote ..." lines
 
 
 def test_dockerignore_keeps_local_state_out_and_the_packages_in():
