@@ -315,6 +315,18 @@ def test_the_web_config_step_hashes_the_env_passwords_and_refuses_without_them(t
     assert not (tmp_path / "x").exists(), "nothing is written while a password is missing"
 
 
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool (apt-get install prometheus)")
+def test_prometheus_own_checker_accepts_the_rendered_web_config_and_the_scrape_config(tmp_path):
+    files = webconfig.render(list(WEB_SERVERS), tmp_path, _fake_env())
+    for f in files:
+        if f.name.endswith("-web.yml"):
+            r = subprocess.run(["promtool", "check", "web-config", str(f)], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_prometheus_logs_in_where_auth_is_required_and_scrapes_workers_without():
     services = _services()
     prom_svc = services["prometheus"]
@@ -516,7 +528,8 @@ def test_compose_go_loads_the_file_and_refuses_a_missing_secret(tmp_path):
     cli = lambda env_file: [str(binary), str(COMPOSE), str(env_file), str(ROOT)]  # noqa: E731
     ok = _check(cli, _fake_env(), tmp_path)
     assert ok.returncode == 0 and ok.stdout.strip() == f"{len(_services())} services", ok.stdout + ok.stderr
-    for secret in ("AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+    for secret in ("AIPULSE_CLICKHOUSE_READER_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "ALERTMANAGER_PASSWORD",
+                   "PROMETHEUS_PASSWORD"):
         env = _fake_env()
         del env[secret]
         bad = _check(cli, env, tmp_path)
