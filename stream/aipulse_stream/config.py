@@ -68,7 +68,7 @@ class Settings(BaseModel):
     join_horizon_s: int = Field(7 * 86400, ge=1, description="feedback later than this after its interaction is orphaned")
 
     # Alerting.
-    alertmanager_url: str | None = Field(None, description="Alertmanager base URL; unset = the local one")
+    alertmanager_url: str | None = Field(None, description="Alertmanager base URL, http://user:pass@host:9093 with basic auth; unset = the local one")
     alert_webhook_url: str | None = Field(None, description="where the local Alertmanager delivers notifications")
 
     @classmethod
