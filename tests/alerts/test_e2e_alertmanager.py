@@ -112,8 +112,15 @@ def e2e_rules(tmp_path):
 def test_status_lists_alertmanager(stack, stack_settings):
     from aipulse_local.stack import status
 
+    from aipulse_alerts import basic_auth
+    from aipulse_local.alertmanager import healthy
+
     st = status(stack_settings)
     assert st["alertmanager"]["healthy"] and st["alertmanager"]["kind"] == "alertmanager", st
+    # `aipulse status --json` gives the URL with the stack's credential; without it, 401
+    bare, user, password = basic_auth.split(st["alertmanager"]["url"])
+    assert bare == f"http://{st['alertmanager']['address']}" and user and password
+    assert healthy(st["alertmanager"]["url"]) and not healthy(bare)
 
 
 def test_fallback_surge_pages_through_alertmanager(stack, stack_settings, kafka_bootstrap, e2e_rules, tmp_path):
