@@ -84,9 +84,10 @@ def _alertmanager_url(settings):
                 from aipulse_local.state import StackState
 
                 comp = StackState(settings.state_dir).get("alertmanager")
-                # "url" carries the stack's credential (http://aipulse:<password>@127.0.0.1:port)
-                if comp and comp.get("url"):
-                    cache["url"] = comp["url"]
+                # "url" carries the stack's credential (http://aipulse:<password>@127.0.0.1:port);
+                # an Alertmanager recorded before it had one has only its address.
+                if comp and comp.get("address"):
+                    cache["url"] = comp.get("url") or f"http://{comp['address']}"
             except Exception:
                 pass
         return cache["url"]

@@ -31,9 +31,10 @@ def am(tmp_path_factory):
     settings = Settings.from_env({}, home=home)
     # The webhook is never reached in this test (no route fires within it); it only satisfies
     # the renderer's "at least one receiver".
+    # recorded in this test's own state folder (not the session stack's), for reload()
     info = alertmanager.start(settings, home=home / "am", webhook_url="http://127.0.0.1:9/hook",
-                              name="alertmanager-auth", record=False)
-    yield info
+                              name="alertmanager-auth")
+    yield {**info, "settings": settings}
     stop_pid(info["pid"])
 
 
@@ -86,3 +87,9 @@ def test_with_the_urls_credential_the_alert_is_accepted(am):
         listed = json.loads(r.read())
     assert [a["labels"]["service"] for a in listed if a["labels"].get("alertname") == "auth_probe"] == \
         [alert.labels["service"]]
+
+
+def test_reload_logs_in_with_the_recorded_credential(am):
+    alertmanager.reload(am["settings"], webhook_url="http://127.0.0.1:9/other-hook", name="alertmanager-auth")
+    assert "other-hook" in alertmanager.Path(am["config"]).read_text()
+    assert alertmanager.healthy(am["url"])

@@ -66,6 +66,7 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
              trace_dir: Path | None = None, dashboards: bool = True, out=None) -> int:
     out = out or sys.stdout
     import aipulse
+    from aipulse_alerts.basic_auth import redact
     from aipulse_local import alertmanager
     from aipulse_local.stack import clickhouse_url, kafka_bootstrap, up
 
@@ -96,7 +97,7 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     say("starting the local stack (Kafka, ClickHouse engine, worker, Alertmanager)...")
     st = up(settings, progress=lambda m: say("  " + m))
     if settings.alertmanager_url:
-        say(f"  alerts go to your Alertmanager at {settings.alertmanager_url}; the demo's receiver sees none")
+        say(f"  alerts go to your Alertmanager at {redact(settings.alertmanager_url)}; the demo's receiver sees none")
     elif "alertmanager" in st:
         alertmanager.reload(settings, webhook_url=receiver.url)  # an already running one too
     else:
