@@ -41,11 +41,13 @@ Variables (all optional; unset or empty means the default):
 """
 from __future__ import annotations
 
-import logging
+import base64
+import hashlib
+import hmac
 import os
+import socket
 import ssl
-import threading
-import time
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -71,8 +73,6 @@ _AUTH_ERRORS = {"SaslAuthenticationFailedError", "SaslAuthenticationFailed", "Au
                 "IllegalSaslStateError", "UnsupportedSaslMechanismError", "AuthenticationMethodNotSupported"}
 # Both libraries wrap a failed TLS handshake in a connection error carrying ssl's text.
 _TLS_MARKS = ("CERTIFICATE_VERIFY_FAILED", "[SSL", "Handshake failed", "certificate verify failed")
-# kafka-python's bootstrap ends in "Unable to bootstrap" with the cause only in these loggers.
-KAFKA_PYTHON_LOGGERS = ("kafka.net.manager", "kafka.net.connection")
 
 
 def classify_failure(err: BaseException | None) -> str | None:
@@ -91,50 +91,99 @@ def classify_failure(err: BaseException | None) -> str | None:
     return None
 
 
-class FailureLog(logging.Filter):
-    """Remembers the last auth or TLS failure kafka-python logged.
+def diagnose(security: "KafkaSecurity", bootstrap: str, timeout: float = 5.0) -> str | None:
+    """Log in to the first reachable broker of `bootstrap` ourselves and say why it fails:
+    ``"tls"`` (handshake or certificate), ``"auth"`` (SASL refused), else None (it worked, or
+    no broker answered: an outage, not a configuration mistake).
 
-    kafka-python's producer gives up with "Unable to bootstrap" and keeps the real reason in
-    its log records only; this filter (it lets every record through) reads their exception
-    argument. Installed once per process by :func:`kafka_python_failures`::
+    kafka-python's producer reports a refused login as "Unable to bootstrap" (after an SSL
+    login the broker's answer is often lost to the disconnect that follows it), so the SDK
+    asks here, with the standard library only: a TLS handshake, then Kafka's SaslHandshake v1
+    and SaslAuthenticate v1 for PLAIN or SCRAM (RFC 5802)::
 
-        failures = kafka_python_failures()
-        t0 = time.monotonic()
-        ...                                  # KafkaProducer(...) raised
-        failures.since(t0)                   # "auth", "tls" or None
+        diagnose(KafkaSecurity.from_env(), "broker:9093")   # -> "auth" for a wrong password
     """
+    for server in (b.strip() for b in bootstrap.split(",") if b.strip()):
+        host, _, port = server.rpartition(":")
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=timeout)
+        except (OSError, ValueError):
+            continue
+        try:
+            if security.uses_ssl:
+                try:
+                    sock = security.ssl_context().wrap_socket(sock, server_hostname=host)
+                except ssl.SSLError:  # SSLCertVerificationError included
+                    return "tls"
+            if security.uses_sasl and not _sasl_login(sock, security):
+                return "auth"
+            return None
+        except (OSError, ValueError, struct.error):
+            continue  # cut off mid-way: try the next broker
+        finally:
+            sock.close()
+    return None
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: tuple[str, float] | None = None
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        for arg in args:
-            if isinstance(arg, BaseException):
-                kind = classify_failure(arg)
-                if kind:
-                    self._last = (kind, time.monotonic())
-        return True
+def _sasl_login(sock: socket.socket, sec: "KafkaSecurity") -> bool:
+    mech = sec.sasl_mechanism or "PLAIN"
+    resp = _call(sock, SASL_HANDSHAKE, 1, 1, _str(mech))
+    if struct.unpack_from(">h", resp)[0] != 0:
+        return False  # the broker does not enable this mechanism
+    user, password = sec.sasl_username or "", sec.sasl_password or ""
+    if mech == "PLAIN":
+        ok, _ = _authenticate(sock, 2, f"\0{user}\0{password}".encode())
+        return ok
+    digest = "sha256" if mech == "SCRAM-SHA-256" else "sha512"
+    name = user.replace("=", "=3D").replace(",", "=2C")
+    first_bare = f"n={name},r={base64.b64encode(os.urandom(18)).decode()}"
+    ok, server_first = _authenticate(sock, 2, f"n,,{first_bare}".encode())
+    if not ok:
+        return False
+    attrs = dict(kv.split("=", 1) for kv in server_first.decode().split(","))
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", digest).digest()
+    stored_key = hashlib.new(digest, client_key).digest()
+    final_bare = f"c=biws,r={attrs['r']}"
+    auth_message = f"{first_bare},{server_first.decode()},{final_bare}".encode()
+    signature = hmac.new(stored_key, auth_message, digest).digest()
+    proof = bytes(x ^ y for x, y in zip(client_key, signature))
+    ok, _ = _authenticate(sock, 3, f"{final_bare},p={base64.b64encode(proof).decode()}".encode())
+    return ok
 
-    def since(self, t0: float) -> str | None:
-        last = self._last
-        return last[0] if last is not None and last[1] >= t0 else None
+
+SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36  # Kafka API keys
 
 
-_FAILURES: FailureLog | None = None
-_FAILURES_LOCK = threading.Lock()
+def _authenticate(sock: socket.socket, correlation: int, token: bytes) -> tuple[bool, bytes]:
+    resp = _call(sock, SASL_AUTHENTICATE, 1, correlation, struct.pack(">i", len(token)) + token)
+    error, msg_len = struct.unpack_from(">hh", resp)
+    at = 4 + max(msg_len, 0)
+    (n,) = struct.unpack_from(">i", resp, at)
+    return error == 0, resp[at + 4: at + 4 + max(n, 0)]
 
 
-def kafka_python_failures() -> FailureLog:
-    """The process's one :class:`FailureLog`, attached to kafka-python's connection loggers."""
-    global _FAILURES
-    with _FAILURES_LOCK:
-        if _FAILURES is None:
-            _FAILURES = FailureLog()
-            for name in KAFKA_PYTHON_LOGGERS:
-                logging.getLogger(name).addFilter(_FAILURES)
-        return _FAILURES
+def _str(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def _call(sock: socket.socket, api_key: int, version: int, correlation: int, body: bytes) -> bytes:
+    """One request (header v1) and its response body (header v0 stripped)."""
+    msg = struct.pack(">hhi", api_key, version, correlation) + _str("aipulse-diagnose") + body
+    sock.sendall(struct.pack(">i", len(msg)) + msg)
+    (size,) = struct.unpack(">i", _recv(sock, 4))
+    return _recv(sock, size)[4:]
+
+
+def _recv(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buf += chunk
+    return buf
 
 
 class KafkaSecurityError(ValueError):

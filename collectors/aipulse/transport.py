@@ -45,7 +45,7 @@ from collections import deque
 from typing import Any, Callable
 
 from .config import Config
-from .kafka_security import classify_failure, kafka_python_failures
+from .kafka_security import classify_failure, diagnose
 
 log = logging.getLogger("aipulse")
 
@@ -281,16 +281,19 @@ class Transport:
 
     def _run_connector(self) -> None:
         backoff = CONNECT_BACKOFF_START_S
-        failures = kafka_python_failures()
         while not self._stop.is_set():
-            t0 = time.monotonic()
             try:
                 producer = self._new_producer()
             except Exception as err:  # NoBrokersAvailable, DNS errors, a bad option
-                # A refusal (bad password, untrusted certificate) is said as what to fix.
-                self._refused = classify_failure(err) or failures.since(t0)
+                # A refusal (bad password, untrusted certificate) is said as what to fix: kafka-python
+                # only says "Unable to bootstrap", so diagnose() logs in once itself. The verdict
+                # sticks until a producer connects.
+                sec = self._cfg.kafka_security
+                if not sec.is_plaintext:
+                    self._refused = (classify_failure(err) or self._refused
+                                     or diagnose(sec, self._cfg.bootstrap_servers, self._cfg.connect_timeout_ms / 1000))
                 if self._refused:
-                    self._warn("connect", "aipulse: %s; events are buffered, then dropped and counted as %r",
+                    self._warn(self._refused, "aipulse: %s; events are buffered, then dropped and counted as %r",
                                self._cfg.kafka_security.failure_line(self._refused, self._cfg.bootstrap_servers),
                                self._refused)
                 else:

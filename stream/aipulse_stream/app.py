@@ -42,18 +42,21 @@ def check_credentials(settings: Settings) -> None:
     if security.is_plaintext or not settings.kafka_bootstrap:
         return
     for server in (b.strip() for b in settings.kafka_bootstrap.split(",") if b.strip()):
-        host, _, port = server.rpartition(":")
         try:
-            conn = asyncio.run(asyncio.wait_for(
-                create_conn(host, int(port), client_id="aipulse-preflight", **security.client_options()),
-                PREFLIGHT_TIMEOUT_S))
+            asyncio.run(asyncio.wait_for(_login(server, security), PREFLIGHT_TIMEOUT_S))
         except Exception as err:
             kind = classify_failure(err)
             if kind:
                 raise ConfigError(security.failure_line(kind, server)) from None
             continue  # unreachable: try the next one; Faust keeps trying them all
-        conn.close()
         return
+
+
+async def _login(server: str, security: KafkaSecurity) -> None:
+    """Connect to one broker with TLS/SASL (aiokafka's own handshake, as Faust will) and leave."""
+    host, _, port = server.rpartition(":")
+    conn = await create_conn(host, int(port), client_id="aipulse-preflight", **security.client_options())
+    conn.close()
 
 
 def create_app(settings: Settings) -> faust.App:
