@@ -32,7 +32,7 @@ EVENTS = 200
 
 class SecureStack:
     def __init__(self, settings, plaintext, sasl_ssl, certs, password, other_ca):
-        self.settings = settings          # the stack's own settings (PLAINTEXT listener, for setup)
+        self.settings = settings          # the stack's settings (SASL_SSL bootstrap and credentials)
         self.plaintext = plaintext
         self.bootstrap = sasl_ssl         # the SASL_SSL listener
         self.certs = certs
@@ -54,6 +54,8 @@ class SecureStack:
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
+    """Broker with a SASL_SSL listener, then `up()` as against an external secured broker
+    (topics created over SASL_SSL), the ClickHouse endpoint and its tables; no worker."""
     from aipulse_local.kafka import SaslSslListener, start_kafka
     from aipulse_local.stack import clickhouse_url, down, up
     from aipulse_local.state import StackState
@@ -67,8 +69,11 @@ def secure(tmp_path_factory):
         broker = start_kafka(home / "kafka", sasl_ssl=SaslSslListener(certs.keystore, certs.keystore_password,
                                                                       users={USER: password}))
         StackState(home).put("kafka", pid=broker.pid, address=broker.bootstrap, log=str(broker.log), kind="kafka")
-        up(settings, progress=lambda m: print("[secure stack]", m), worker=False)  # endpoint, topics, tables
         stack = SecureStack(settings, broker.bootstrap, broker.sasl_ssl_bootstrap, certs, password, other.ca_pem)
+        settings = Settings.from_env({"AIPULSE_HOME": str(home), "AIPULSE_KAFKA_BOOTSTRAP": stack.bootstrap,
+                                      **stack.env()})
+        stack.settings = settings
+        up(settings, progress=lambda m: print("[secure stack]", m), worker=False)
         stack.clickhouse_url = clickhouse_url(settings)
         yield stack
     finally:
@@ -91,7 +96,7 @@ def test_sdk_to_worker_to_clickhouse_over_sasl_ssl(secure, sdk_close):
     from aipulse_stream.storage.clickhouse import client_for_url
 
     service = f"sec-{uuid.uuid4().hex[:8]}"
-    worker_settings = secure.settings.model_copy(update={"kafka_bootstrap": secure.bootstrap})
+    worker_settings = secure.settings
     worker = start_worker(worker_settings, name="secure-worker", extra_env=secure.env())
     try:
         aipulse.init(kafka_bootstrap=secure.bootstrap, service=service, user_salt="s",
@@ -158,8 +163,7 @@ def test_sdk_untrusted_certificate_counts_tls_drops(secure, sdk_close, caplog):
 def test_worker_wrong_password_exits_with_one_line(secure):
     from aipulse_local.stack import worker_env
 
-    settings = secure.settings.model_copy(update={"kafka_bootstrap": secure.bootstrap})
-    env = worker_env(settings, 0, secure.env(password="not-the-password"))
+    env = worker_env(secure.settings, 0, secure.env(password="not-the-password"))
     t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "aipulse_stream.worker"], env=env, capture_output=True,
                          text=True, timeout=90)
