@@ -32,7 +32,7 @@ def _run(*args: str, cwd: Path) -> None:
 
 def make_certs(folder: Path) -> Certs:
     if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed (apt-get install openssl)")
+        pytest.fail("openssl is not installed: apt-get install openssl (the Kafka security tests make their certificates with it)")
     folder.mkdir(parents=True, exist_ok=True)
     password = secrets.token_hex(8)
     # EC keys: generated in milliseconds, and every client here speaks ECDSA.
