@@ -193,10 +193,22 @@ def test_worker_wrong_password_exits_with_one_line(secure):
                          text=True, timeout=90)
     assert res.returncode == 2, res.stderr[-2000:]
     assert time.monotonic() - t0 < 60
-    errors = [line for line in res.stderr.splitlines() if line.startswith("aipulse worker:")]
-    assert len(errors) == 1, res.stderr[-2000:]
+    errors = res.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("aipulse worker:"), res.stderr[-2000:]  # the whole output
     assert "refused the SASL credentials" in errors[0] and "AIPULSE_KAFKA_SASL_PASSWORD" in errors[0]
     assert "not-the-password" not in res.stderr
+
+
+def test_worker_untrusted_certificate_exits_with_one_line(secure):
+    from aipulse_local.stack import worker_env
+
+    env = worker_env(secure.settings, 0, {**secure.env(), "AIPULSE_KAFKA_SSL_CAFILE": str(secure.other_ca)})
+    res = subprocess.run([sys.executable, "-m", "aipulse_stream.worker"], env=env, capture_output=True,
+                         text=True, timeout=90)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aipulse worker: TLS with Kafka at"), res.stderr[-2000:]
+    assert "AIPULSE_KAFKA_SSL_CAFILE" in lines[0]
 
 
 def test_worker_bad_combination_fails_before_connecting(secure):
