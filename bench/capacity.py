@@ -86,10 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(ROOT / "bench" / "out" / "results.json"))
     ap.add_argument("--markdown", action="store_true", help="a Markdown table (docs/scaling.md)")
+    ap.add_argument("--doc", action="store_true", help="write the table into docs/scaling.md (between its markers)")
     args = ap.parse_args(argv)
     m = load(Path(args.results))
     plans = [plan(v, m["worker_rate"], m["bytes_per_row"], m["kafka_bytes_per_message"]) for v in VOLUMES]
-    print(markdown(plans, m) if args.markdown else json.dumps(plans, indent=2))
+    md = markdown(plans, m)
+    print(md if args.markdown or args.doc else json.dumps(plans, indent=2))
+    if args.doc:
+        doc = ROOT / "docs" / "scaling.md"
+        pre, rest = doc.read_text().split("<!-- capacity:start -->", 1)
+        _, post = rest.split("<!-- capacity:end -->", 1)
+        doc.write_text(f"{pre}<!-- capacity:start -->\n{md}\n<!-- capacity:end -->{post}")
     return 0
 
 

@@ -122,6 +122,7 @@ def start_alerts(settings) -> AlertHook | None:
         log.error("alerting disabled: %s", err)
         return None
     notifier = Notifier(_alertmanager_url(settings), kafka_bootstrap=settings.kafka_bootstrap,
-                        topic=settings.alerts_topic, clickhouse=_clickhouse_writer(settings))
+                        topic=settings.alerts_topic, clickhouse=_clickhouse_writer(settings),
+                        kafka_options=settings.kafka_security.client_options())
     log.info("alerting: %d rules, base window %ss", len(detector.rules), settings.window_s)
     return AlertHook(settings, detector, notifier).start()

@@ -110,9 +110,10 @@ class Notifier:
     def __init__(self, alertmanager_url: str | Callable[[], str | None] | None = None, *,
                  kafka_bootstrap: str | None = None, topic: str = "aipulse.alerts",
                  clickhouse: Callable[[list[dict]], None] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, kafka_options: dict | None = None):
         self._am_url = alertmanager_url
         self._bootstrap = kafka_bootstrap
+        self._kafka_options = dict(kafka_options or {})  # TLS/SASL: KafkaSecurity.client_options()
         self._topic = topic
         self._clickhouse = clickhouse
         self._clock = clock
@@ -202,7 +203,7 @@ class Notifier:
                 from kafka import KafkaProducer
 
                 self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks=1, linger_ms=0,
-                                               request_timeout_ms=5000, max_block_ms=5000)
+                                               request_timeout_ms=5000, max_block_ms=5000, **self._kafka_options)
             futures = [self._producer.send(self._topic, key=a.alert_id.encode(),
                                            value=json.dumps(event_payload(a, at)).encode())
                        for a, at in self._pending_kafka]

@@ -24,6 +24,9 @@ Environment variables (all optional):
 ``AIPULSE_MAX_INFLIGHT_BYTES``  bound of bytes handed to Kafka but not yet acknowledged
 ``AIPULSE_COMPRESSION``         ``lz4``, ``gzip``, ``zstd``, ``snappy`` or ``none``
 ``AIPULSE_DISABLED``            ``1`` turns the SDK into a no-op
+``AIPULSE_KAFKA_SECURITY_*``    TLS and SASL (``AIPULSE_KAFKA_SECURITY_PROTOCOL``,
+                                ``AIPULSE_KAFKA_SASL_*``, ``AIPULSE_KAFKA_SSL_*``): see
+                                :mod:`aipulse.kafka_security` and docs/security.md
 ==============================  ============================================================
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
 from .contract import MAX_TEXT_LEN
+from .kafka_security import KafkaSecurity
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_TOPIC = "aipulse.events"
@@ -117,7 +121,9 @@ class Config:
     send_interval_s: float = DEFAULT_SEND_INTERVAL_S
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
     warn_interval_s: float = DEFAULT_WARN_INTERVAL_S
-    # extra KafkaProducer keyword arguments (security_protocol, sasl_*, ssl_*, client_id...)
+    # TLS and SASL, from AIPULSE_KAFKA_SECURITY_PROTOCOL / _SASL_* / _SSL_* (kafka_security.py)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # extra KafkaProducer keyword arguments (client_id...); they win over kafka_security's
     kafka_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -133,6 +139,8 @@ class Config:
             if name in overrides or var not in env:
                 continue
             values[name] = _coerce(name, known[name].default, env[var], var)
+        if overrides.get("kafka_security") is None:
+            values["kafka_security"] = KafkaSecurity.from_env(env)  # KafkaSecurityError is a ValueError
         values.update({k: v for k, v in overrides.items() if v is not None})
         cfg = cls(**values)
         cfg.validate()

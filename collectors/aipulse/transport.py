@@ -45,10 +45,13 @@ from collections import deque
 from typing import Any, Callable
 
 from .config import Config
+from .kafka_security import classify_failure, diagnose
 
 log = logging.getLogger("aipulse")
 
-DROP_REASONS = ("queue_full", "kafka_unavailable", "delivery_failed", "invalid", "closed", "internal_error")
+# auth / tls: Kafka refused the SASL credentials / the TLS handshake (kafka_security.py).
+DROP_REASONS = ("queue_full", "kafka_unavailable", "auth", "tls", "delivery_failed", "invalid", "closed",
+                "internal_error")
 
 # Wake the sender early when this many events wait, instead of at the next interval.
 WAKE_AT = 1_000
@@ -100,7 +103,7 @@ class Transport:
                 self.dropped["closed"] += 1
                 return False
             if len(q) >= self._max_events or self._queued_bytes + nbytes > self._max_bytes:
-                full = "kafka_unavailable" if self._unavailable else "queue_full"
+                full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
                 self.dropped[full] += 1
             else:
                 q.append((item, nbytes))
@@ -170,7 +173,7 @@ class Transport:
         with self._lock:
             self._closed = True
             left = len(self._queue)
-            self.dropped["kafka_unavailable" if self._unavailable else "closed"] += left
+            self.dropped[(self._refused or "kafka_unavailable") if self._unavailable else "closed"] += left
             self._queue.clear()
             self._queued_bytes = 0
         self._stop.set()
@@ -209,6 +212,7 @@ class Transport:
         self._stalled = False
         self._last_ack = 0.0
         self._unavailable = True  # until the connector has a producer
+        self._refused: str | None = None  # "auth" / "tls" while Kafka refuses our credentials
         self._started = False
         self._closed = False
         self._sender: threading.Thread | None = None
@@ -271,6 +275,7 @@ class Transport:
             reconnect_backoff_max_ms=cfg.reconnect_backoff_max_ms,
             client_id=f"aipulse-sdk-{cfg.service}",
         )
+        options.update(cfg.kafka_security.client_options())
         options.update(cfg.kafka_options)
         return KafkaProducer(**options)
 
@@ -280,8 +285,20 @@ class Transport:
             try:
                 producer = self._new_producer()
             except Exception as err:  # NoBrokersAvailable, DNS errors, a bad option
-                self._warn("connect", "aipulse: cannot reach Kafka at %s (%s); events are buffered, then dropped "
-                           "and counted until it answers", self._cfg.bootstrap_servers, err)
+                # A refusal (bad password, untrusted certificate) is said as what to fix: kafka-python
+                # only says "Unable to bootstrap", so diagnose() logs in once itself. The verdict
+                # sticks until a producer connects.
+                sec = self._cfg.kafka_security
+                if not sec.is_plaintext:
+                    self._refused = (classify_failure(err) or self._refused
+                                     or diagnose(sec, self._cfg.bootstrap_servers, self._cfg.connect_timeout_ms / 1000))
+                if self._refused:
+                    self._warn(self._refused, "aipulse: %s; events are buffered, then dropped and counted as %r",
+                               self._cfg.kafka_security.failure_line(self._refused, self._cfg.bootstrap_servers),
+                               self._refused)
+                else:
+                    self._warn("connect", "aipulse: cannot reach Kafka at %s (%s); events are buffered, then "
+                               "dropped and counted until it answers", self._cfg.bootstrap_servers, err)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_S)
                 continue
@@ -296,6 +313,7 @@ class Transport:
             self._last_ack = time.monotonic()  # a fresh producer gets STALL_WAIT_S to prove itself
             self._producer = producer
             self._unavailable = False
+            self._refused = None
             self._wake.set()
             log.info("aipulse: connected to Kafka at %s", self._cfg.bootstrap_servers)
             return

@@ -115,7 +115,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         # A dead letter is the original message plus headers: give the DLQ room above the
         # broker's limit for the source topic so the original bytes always fit.
         settings.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
-    })
+    }, options=settings.kafka_security.client_options() if settings.kafka_bootstrap else None)  # an external broker's TLS/SASL
 
     if settings.clickhouse_url:
         progress("clickhouse: using AIPULSE_CLICKHOUSE_URL")
@@ -215,7 +215,7 @@ def status(settings: Settings) -> dict:
         out[name] = {**comp, "healthy": _healthy(name, comp)}
     if settings.kafka_bootstrap and "kafka" not in out:
         out["kafka"] = {"pid": None, "address": settings.kafka_bootstrap, "external": True,
-                        "healthy": kafka_ready(settings.kafka_bootstrap)}
+                        "healthy": kafka_ready(settings.kafka_bootstrap, settings.kafka_security.client_options())}
     if settings.clickhouse_url and "clickhouse" not in out:
         out["clickhouse"] = {"pid": None, "address": settings.clickhouse_url, "external": True,
                              "healthy": ping(settings.clickhouse_url)}

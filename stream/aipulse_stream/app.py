@@ -1,9 +1,13 @@
-"""The Faust App and nothing else (topics and agents live in worker.py)."""
+"""The Faust App and its Kafka credentials (topics and agents live in worker.py)."""
 from __future__ import annotations
 
-import faust
+import asyncio
 
-from .config import Settings
+import faust
+from aiokafka.conn import create_conn
+from aipulse.kafka_security import KafkaSecurity, classify_failure
+
+from .config import ConfigError, Settings
 
 COMMIT_INTERVAL_S = 1.0  # how often acked offsets are committed
 # The client-side cap on one produce request: a dead letter carries the original message, which
@@ -13,10 +17,53 @@ PRODUCER_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 METADATA_MAX_AGE_MS = 10_000  # how soon a consumer sees a topic's partitions again (see below)
 
 
+def broker_credentials(security: KafkaSecurity) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's form of the TLS/SASL settings (None = PLAINTEXT)."""
+    if security.uses_sasl:
+        # With an SSL context Faust speaks SASL_SSL, without one SASL_PLAINTEXT.
+        return faust.SASLCredentials(username=security.sasl_username, password=security.sasl_password,
+                                     mechanism=security.sasl_mechanism, ssl_context=security.ssl_context())
+    if security.uses_ssl:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
+
+
+PREFLIGHT_TIMEOUT_S = 15.0
+
+
+def check_credentials(settings: Settings) -> None:
+    """Raise ConfigError (one line naming the variable) if a broker refuses our TLS/SASL settings.
+
+    Faust and aiokafka retry a refused login forever, logging "Unable to bootstrap"; one
+    connection made here first turns a wrong password into an exit with what to fix. A broker
+    that is down is not an error here: the worker waits for it as before.
+    """
+    security = settings.kafka_security
+    if security.is_plaintext or not settings.kafka_bootstrap:
+        return
+    for server in (b.strip() for b in settings.kafka_bootstrap.split(",") if b.strip()):
+        try:
+            asyncio.run(asyncio.wait_for(_login(server, security), PREFLIGHT_TIMEOUT_S))
+        except Exception as err:
+            kind = classify_failure(err)
+            if kind:
+                raise ConfigError(security.failure_line(kind, server)) from None
+            continue  # unreachable: try the next one; Faust keeps trying them all
+        return
+
+
+async def _login(server: str, security: KafkaSecurity) -> None:
+    """Connect to one broker with TLS/SASL (aiokafka's own handshake, as Faust will) and leave."""
+    host, _, port = server.rpartition(":")
+    conn = await create_conn(host, int(port), client_id="aipulse-preflight", **security.client_options())
+    conn.close()
+
+
 def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.worker_group,
         broker=[f"kafka://{b.strip()}" for b in (settings.kafka_bootstrap or "").split(",") if b.strip()],
+        broker_credentials=broker_credentials(settings.kafka_security),
         store="memory://",            # no Faust tables: window state is rebuilt from Kafka (see pipeline.py)
         datadir=str(settings.state_dir / "faust"),
         web_enabled=False,

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from aipulse.kafka_security import KafkaSecurity, KafkaSecurityError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "AIPULSE_"
@@ -33,6 +34,14 @@ class Settings(BaseModel):
     clickhouse_url: str | None = Field(
         None, description="ClickHouse HTTP URL, e.g. http://user:pass@host:8123; unset = local chDB endpoint"
     )
+    # Kafka TLS and SASL (one shape with the SDK: aipulse/kafka_security.py, docs/security.md).
+    kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)")
+    kafka_sasl_username: str | None = Field(None, description="SASL user (with SASL_*)")
+    kafka_sasl_password: str | None = Field(None, repr=False, description="SASL password (with SASL_*)")
+    kafka_ssl_cafile: str | None = Field(None, description="PEM CA file for the brokers' certificates; unset = system CAs")
+    kafka_ssl_certfile: str | None = Field(None, description="PEM client certificate, for mutual TLS")
+    kafka_ssl_keyfile: str | None = Field(None, description="PEM key of the client certificate")
     kafka_port: int = Field(0, ge=0, le=65535, description="port of the local Kafka broker; 0 = a free port")
     clickhouse_port: int = Field(0, ge=0, le=65535, description="port of the local ClickHouse endpoint; 0 = a free port")
     home: Path = Field(Path(".aipulse"), description="state folder of the local stack (pids, logs, data)")
@@ -82,13 +91,26 @@ class Settings(BaseModel):
                 values[name] = raw.strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return cls(**values)
+            settings = cls(**values)
         except ValidationError as err:
             e = err.errors()[0]
             field = str(e["loc"][0]) if e.get("loc") else "?"
             raise ConfigError(
                 f"bad setting {ENV_PREFIX}{field.upper()}={values.get(field)!r}: {e['msg']}"
             ) from None
+        try:
+            settings.kafka_security  # a bad TLS/SASL combination fails here, naming its variable
+        except KafkaSecurityError as err:
+            raise ConfigError(str(err)) from None
+        return settings
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka TLS/SASL settings (raises KafkaSecurityError naming a bad variable)."""
+        return KafkaSecurity(protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+                             sasl_username=self.kafka_sasl_username, sasl_password=self.kafka_sasl_password,
+                             ssl_cafile=self.kafka_ssl_cafile, ssl_certfile=self.kafka_ssl_certfile,
+                             ssl_keyfile=self.kafka_ssl_keyfile)
 
     @property
     def state_dir(self) -> Path:

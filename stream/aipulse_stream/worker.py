@@ -21,7 +21,7 @@ from prometheus_client import start_http_server
 
 from . import crashpoints
 from . import selfmetrics as m
-from .app import create_app
+from .app import check_credentials, create_app
 from .config import ConfigError, Settings
 from .pipeline import Message, Pipeline
 from .storage.clickhouse import ClickHouseUnavailable, resolve_url
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("no Kafka configured: set AIPULSE_KAFKA_BOOTSTRAP or run `aipulse up`")
             settings = settings.model_copy(update={"kafka_bootstrap": comp["address"]})
         resolve_url(settings)
+        check_credentials(settings)
     except (ConfigError, ClickHouseUnavailable) as err:
         print(f"aipulse worker: {err}", file=sys.stderr)
         return 2
