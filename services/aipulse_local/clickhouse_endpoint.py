@@ -129,7 +129,8 @@ class Engine:
         self.path = path
         # Held open for the endpoint's life: the engine shuts down when its last connection closes.
         self._anchor = chdb.connect(path)
-        self.version = self._anchor.query("SELECT version()", "TSVRaw").bytes().decode().strip()
+        self.version, self.timezone = self._anchor.query(
+            "SELECT version(), serverTimezone()", "TSVRaw").bytes().decode().strip().split("\t")
         self.guard = Guard()
 
     def close(self) -> None:
@@ -164,7 +165,8 @@ class Engine:
             res = conn.query(sql, fmt, params=params or None)
             summary = {}
             try:
-                summary = {"read_rows": str(res.rows_read()), "read_bytes": str(res.bytes_read())}
+                summary = {"read_rows": str(res.rows_read()), "read_bytes": str(res.bytes_read()),
+                           "written_rows": str(res.rows_written()), "written_bytes": str(res.bytes_written())}
             except Exception:  # the counters fail on some binary outputs: the summary is optional
                 pass
             return res.bytes(), summary
@@ -255,7 +257,8 @@ class Handler(BaseHTTPRequestHandler):
         query_id = params.get("query_id") or str(uuid.uuid4())
         base_headers = {
             "X-ClickHouse-Query-Id": query_id,
-            "X-ClickHouse-Timezone": "UTC",
+            # the engine's own zone (the host's), which naive DateTime values are read in
+            "X-ClickHouse-Timezone": self.engine.timezone,
             "X-ClickHouse-Server-Display-Name": "aipulse-chdb-endpoint",
         }
         try:
