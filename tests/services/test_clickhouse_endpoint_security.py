@@ -21,6 +21,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from aipulse_local.clickhouse import start_clickhouse
 from aipulse_local.process import stop_pid
 from aipulse_stream.storage.clickhouse import client_for_url
+from support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,15 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
     home = tmp_path_factory.mktemp("endpoint-home")
-    ch = start_clickhouse(home / "clickhouse" / "data")
+    before = os.environ.get("AIPULSE_DEBUG")
+    os.environ["AIPULSE_DEBUG"] = "1"  # the endpoint logs every request line: the log test reads them
+    try:
+        ch = start_clickhouse(home / "clickhouse" / "data")
+    finally:
+        if before is None:
+            os.environ.pop("AIPULSE_DEBUG")
+        else:
+            os.environ["AIPULSE_DEBUG"] = before
     try:
         yield ch
     finally:
@@ -211,14 +220,15 @@ def test_browser_origin_is_refused(endpoint):
 
 def test_no_secret_reaches_the_log(endpoint, writer):
     creds = endpoint.credentials
-    os.environ.get("AIPULSE_DEBUG")
     _post(endpoint, "SELEC 1", _basic(creds.writer_user, creds.writer_password))
     q = urllib.parse.urlencode({"query": "SELEC 2", "user": creds.writer_user, "password": creds.writer_password})
     _post(endpoint, "", params="?" + q)
     from aipulse_local.clickhouse_endpoint import redact
 
     assert creds.writer_password not in redact(f"GET /?{q} HTTP/1.1")
-    text = endpoint.log.read_text()
+    text = wait_for(lambda: (t := endpoint.log.read_text()) and "password=***" in t and t,
+                    timeout=10, what="the debug log line of the request")
+    assert "query failed" in text  # the failed queries were logged, without their secrets
     for secret in (creds.writer_password, creds.reader_password, base64.b64encode(
             f"{creds.writer_user}:{creds.writer_password}".encode()).decode()):
         assert secret not in text
