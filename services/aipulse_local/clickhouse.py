@@ -9,6 +9,7 @@ The endpoint's users come from the stack's credentials file next to the data fol
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ def ping(url: str) -> bool:
 def start_clickhouse(data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> ClickHouseProcess:
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # The data files are the database: no other local user reads them past the endpoint.
+    os.chmod(data_dir.parent, 0o700)
     creds_path = data_dir.parent / FILE_NAME
     credentials = ensure_credentials(creds_path)
     port = port or free_port(host)

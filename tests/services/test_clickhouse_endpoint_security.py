@@ -82,6 +82,7 @@ def _basic(user: str, password: str) -> dict:
 def test_credentials_file_is_owner_only_and_reused(endpoint, tmp_path):
     path = endpoint.log.parent / "credentials.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700  # the data folder beside it too
     from aipulse_local.credentials import ensure_credentials
 
     assert ensure_credentials(path) == endpoint.credentials  # a restart keeps the stack's users
