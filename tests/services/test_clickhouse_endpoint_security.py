@@ -148,6 +148,21 @@ def test_reader_cannot_insert_alter_or_drop(endpoint, writer, reader):
     assert writer.command("EXISTS TABLE sec.r") == 0
 
 
+def test_reader_reads_what_dashboards_read(endpoint, writer, reader):
+    """Readonly is not broken: the statements a dashboard or a script sends all pass."""
+    writer.insert("sec.t", [[77, "seen"]], column_names=["id", "s"])
+    assert reader.query("SELECT s FROM sec.t WHERE id = {i:UInt32}", parameters={"i": 77},
+                        settings={"max_execution_time": 10, "max_result_rows": 1000}).result_rows[0] == ("seen",)
+    assert "t" in [r[0] for r in reader.query("SHOW TABLES FROM sec").result_rows]
+    assert [r[0] for r in reader.query("DESCRIBE TABLE sec.t").result_rows] == ["id", "s"]
+    assert reader.command("EXISTS TABLE sec.t") == 1
+    assert reader.query("SELECT name FROM system.columns WHERE database = 'sec' AND table = 't' ORDER BY name"
+                        ).result_rows == [("id",), ("s",)]
+    status, _, body = _post(endpoint, "SELECT count() FROM sec.t WHERE id = 77", _basic(
+        endpoint.credentials.reader_user, endpoint.credentials.reader_password), params="?readonly=1")
+    assert status == 200 and body.strip() == b"1"
+
+
 @pytest.mark.parametrize("sql", [
     "SELECT * FROM file('/etc/passwd', 'LineAsString')",
     "SELECT file('/etc/hostname')",
