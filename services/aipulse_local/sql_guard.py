@@ -79,10 +79,6 @@ def _reaches_out(name: str) -> bool:
     return n in REACH_OUT_NAMES or n.startswith(_REACH_OUT_PREFIXES)
 
 
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def check_tree(node, key: str = "") -> None:
     """Walk parseQueryToJSON's tree; raise AccessRefused at the first reach-out."""
     if isinstance(node, list):
@@ -146,22 +142,24 @@ class Guard:
         self._allowed: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, sql: str, run) -> None:
+    def check(self, sql: str | bytes, run) -> None:
         with self._lock:
             if sql in self._allowed:
                 self._allowed.move_to_end(sql)
                 return
-        self._check(sql, run)
+        self._check(sql.encode("utf-8") if isinstance(sql, str) else sql, run)
         if len(sql) <= _CACHE_MAX_SQL:
             with self._lock:
                 self._allowed[sql] = None
                 while len(self._allowed) > _CACHE_MAX:
                     self._allowed.popitem(last=False)
 
-    def _check(self, sql: str, run) -> None:
-        stripped = sql.strip().rstrip(";")
+    def _check(self, raw: bytes, run) -> None:
+        stripped = raw.strip().rstrip(b";")
+        text = stripped.decode("latin-1")  # names and keywords are ASCII; literals may be any bytes
         try:
-            tree = run(f"SELECT parseQueryToJSON({_sql_literal(stripped)})", "TSVRaw")
+            # hex: any bytes (not UTF-8, quotes, backslashes) reach the parser exactly as sent
+            tree = run(f"SELECT parseQueryToJSON(unhex('{stripped.hex()}'))", "TSVRaw")
         except Exception as err:
             json_error = str(err)
         else:
@@ -171,12 +169,12 @@ class Guard:
             raise StatementRefused("62", "Code: 62. DB::Exception: Syntax error (Multi-statements are not allowed). (SYNTAX_ERROR)")
         if "Syntax error" in json_error or "SYNTAX_ERROR" in json_error:
             # The statement will fail with the same syntax error when run, unless the engine
-            # reads it differently (several statements in one): refuse reach-out words anyway.
-            check_words(sql)
+            # reads it differently: refuse reach-out words anyway.
+            check_words(text)
             return
         try:
-            text = run(f"EXPLAIN AST {stripped}", "TSVRaw")
+            tree_text = run(b"EXPLAIN AST " + stripped, "TSVRaw")
         except Exception:
-            check_words(sql)  # no parser could read it: fail closed on the words
+            check_words(text)  # no parser could read it: fail closed on the words
             return
-        check_explain(text, sql)
+        check_explain(tree_text, text)

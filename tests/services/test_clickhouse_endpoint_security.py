@@ -199,6 +199,24 @@ def test_reaching_files_urls_servers_or_programs_is_refused(endpoint, writer, re
     assert not (tmp_path / "b").exists()
 
 
+def test_sql_bytes_that_are_not_utf8_are_parsed_not_guessed(endpoint):
+    """Binary literals reach the parser as sent: a word inside one refuses nothing, a call outside does."""
+    auth = _basic(endpoint.credentials.writer_user, endpoint.credentials.writer_password)
+    status, _, body = _post_bytes(endpoint, b"SELECT length('\xff python file( url( OUTFILE')", auth)
+    assert (status, body.strip()) == (200, b"27"), body
+    status, hdrs, body = _post_bytes(endpoint, b"SELECT '\xff' AS x, * FROM file('/etc/passwd', 'LineAsString')", auth)
+    assert status == 403 and hdrs["X-ClickHouse-Exception-Code"] == "497", body
+
+
+def _post_bytes(endpoint, sql: bytes, headers: dict) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(endpoint.url + "/", data=sql, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
 def test_local_queries_still_pass_the_guard(endpoint, writer):
     """The allow-lists leave the engine's own tables and generators alone."""
     assert writer.command("SELECT count() FROM numbers(10)") == 10
