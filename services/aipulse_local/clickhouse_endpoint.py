@@ -75,6 +75,10 @@ TRANSPORT_PARAMS = {
 # with bytes that look like whitespace (a Native block of 12 columns starts with 0x0C).
 _INSERT_FORMAT = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*(?:\r?\n)?", re.I | re.S)
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
+# Statements with a result set: a server names their format in X-ClickHouse-Format, and only
+# theirs (clickhouse-connect's command() tells a result from a summary by it).
+_RESULT_STATEMENT = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH|SHOW|DESC|DESCRIBE|EXISTS|EXPLAIN|CHECK|VALUES|TABLE)\b",
+                               re.I | re.S)
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR_CODE = re.compile(r"Code:\s*(\d+)")
 _SECRET_IN_URL = re.compile(r"(password|key|user)=[^&\s]*", re.I)
@@ -282,7 +286,8 @@ class Handler(BaseHTTPRequestHandler):
             out, summary, fmt = self._run(params, body, role)
             headers = dict(base_headers)
             headers["X-ClickHouse-Summary"] = json.dumps(summary)
-            headers["X-ClickHouse-Format"] = fmt
+            if fmt:
+                headers["X-ClickHouse-Format"] = fmt
             headers["Content-Type"] = "application/octet-stream" if fmt not in ("TabSeparated", "TSV") else "text/tab-separated-values; charset=UTF-8"
             self._reply(200, out, headers)
         except _HttpError as err:
@@ -301,6 +306,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(_HTTP_STATUS_BY_CODE.get(code, 500), code, text, base_headers)
 
     def _run(self, params: dict, body: bytes, role: str) -> tuple[bytes, dict, str]:
+        """(result bytes, summary, result format or "" for a statement without a result set)."""
         sql: str | bytes = params.get("query", "")
         insert_data = insert_format = insert_target = None
         if sql:
@@ -332,7 +338,9 @@ class Handler(BaseHTTPRequestHandler):
                                        insert_data, insert_format, insert_target, role=role, readonly=readonly)
         summary["elapsed_ns"] = str(int((time.perf_counter() - started) * 1e9))
         text = sql if isinstance(sql, str) else sql.decode("latin-1")
-        m = _TRAILING_FORMAT.search(text) if insert_data is None else None
+        if insert_data is not None or not _RESULT_STATEMENT.match(text):
+            return out, summary, ""
+        m = _TRAILING_FORMAT.search(text)
         return out, summary, (m.group(1) if m else fmt)
 
     def _error(self, status: int, code: str, text: str, headers: dict) -> None:

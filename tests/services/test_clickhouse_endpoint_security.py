@@ -277,6 +277,16 @@ def test_query_id_format_and_summary_headers(endpoint):
     assert hdrs["X-ClickHouse-Query-Id"] == qid
     assert hdrs["X-ClickHouse-Format"] == "JSONEachRow"
     assert "elapsed_ns" in hdrs["X-ClickHouse-Summary"]
+    status, hdrs, _ = _post(endpoint, "DROP TABLE IF EXISTS sec.never_made", _basic(creds.writer_user, creds.writer_password))
+    assert status == 200 and "X-ClickHouse-Format" not in hdrs  # no result set: no format, as on a server
+    client = client_for_url(creds.url(endpoint.address))
+    try:
+        from clickhouse_connect.driver.summary import QuerySummary
+
+        summary = client.command("DROP TABLE IF EXISTS sec.never_made")
+        assert isinstance(summary, QuerySummary) and summary.query_id()
+    finally:
+        client.close()
     form = client_for_url(endpoint.credentials.url(endpoint.address), form_encode_query_params=True)
     try:
         assert form.query("SELECT {a:UInt8} + {b:UInt8}", parameters={"a": 40, "b": 2}).result_rows == [(42,)]
