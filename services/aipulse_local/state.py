@@ -15,7 +15,10 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+
+CMDLINE_WAIT_S = 5.0
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -46,8 +49,15 @@ def process_identity(pid: int | None) -> dict:
     try:
         with open(f"/proc/{pid}/stat") as f:
             started = f.read().rsplit(") ", 1)[1].split()[19]  # after "(comm) " comes field 3: field 22 is [19]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+        # A child caught between fork and exec has an empty command line for a moment:
+        # wait for the one it will keep (the pid is recorded right after the spawn).
+        deadline = time.monotonic() + CMDLINE_WAIT_S
+        while True:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+            if cmdline or time.monotonic() > deadline or not pid_alive(pid):
+                break
+            time.sleep(0.01)
         return {"started": started, "cmdline": cmdline}
     except (OSError, IndexError):
         pass
