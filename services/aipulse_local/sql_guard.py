@@ -93,6 +93,12 @@ def check_tree(node, key: str = "") -> None:
         raise AccessRefused(f"{node.get('kind', 'BACKUP')}")
     if kind == "SystemQuery" and node.get("query_type") not in ALLOWED_SYSTEM:
         raise AccessRefused(f"SYSTEM {node.get('query_type')}")
+    if kind == "SetQuery":
+        for change in node.get("changes") or []:
+            value = change.get("value") if isinstance(change, dict) else None
+            # An expression as a setting's value is a table-level disk(type = local, path = ...)
+            if isinstance(value, dict) and value.get("field_type") == "CustomType":
+                raise AccessRefused(f"setting {change.get('name')} = <expression>")
     if node.get("has_attach_from_path"):
         raise AccessRefused("ATTACH FROM a path")
     if "out_file" in node:

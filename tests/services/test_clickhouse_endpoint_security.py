@@ -185,6 +185,7 @@ def test_reader_reads_what_dashboards_read(endpoint, writer, reader):
     "CREATE VIEW sec.v AS SELECT * FROM file('/etc/passwd', 'LineAsString')",
     "CREATE DICTIONARY sec.d (a String) PRIMARY KEY a SOURCE(FILE(path '/etc/passwd' format 'TSV')) LAYOUT(FLAT()) LIFETIME(0)",
     "BACKUP TABLE sec.t TO File('{tmp}/b')",
+    "CREATE TABLE sec.dk (x UInt8) ENGINE = MergeTree ORDER BY x SETTINGS disk = disk(type = local, path = '{tmp}/b/')",
     "DESCRIBE TABLE sec.t INTO OUTFILE '{tmp}/out.txt'",
     "SELECT 1; SELECT * FROM file('/etc/passwd', 'LineAsString')",
 ])
