@@ -99,7 +99,7 @@ def start_worker(settings: Settings, name: str = "worker", extra_env: dict | Non
 
 
 def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> dict:
-    """Start whatever is not running; return status()."""
+    """Start whatever is not running (a recorded pid now held by another program is not ours); return status()."""
     home = settings.state_dir
     home.mkdir(parents=True, exist_ok=True)
     state = StackState(home)
@@ -108,7 +108,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         progress(f"kafka: using {settings.kafka_bootstrap} (AIPULSE_KAFKA_BOOTSTRAP)")
     else:
         comp = state.get("kafka")
-        if comp and pid_alive(comp.get("pid")):
+        if comp and same_process(comp):
             progress(f"kafka: already running at {comp['address']}")
         else:
             progress("kafka: starting the broker (first run fetches its jars from Maven Central)...")
@@ -129,7 +129,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         progress("clickhouse: using AIPULSE_CLICKHOUSE_URL")
     else:
         comp = state.get("clickhouse")
-        if comp and pid_alive(comp.get("pid")):
+        if comp and same_process(comp):
             progress(f"clickhouse: already running at {comp['address']}")
         else:
             progress("clickhouse: starting the local chDB endpoint...")
@@ -148,7 +148,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
 
     if worker:
         comp = state.get("worker")
-        if comp and pid_alive(comp.get("pid")):
+        if comp and same_process(comp):
             progress(f"worker: already running (pid {comp['pid']})")
         else:
             progress("worker: starting...")
