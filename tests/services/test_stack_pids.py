@@ -1,9 +1,14 @@
-"""`aipulse down` signals a recorded pid only while it is still the process the stack started."""
+"""The state folder's guards: `aipulse down` signals a recorded pid only while it is still the
+process the stack started; the endpoint's credentials file must be owner-only."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import pytest
+
+from aipulse_local.credentials import CredentialsError, ensure_credentials, load_credentials
 from aipulse_local.process import stop_pid
 from aipulse_local.stack import down
 from aipulse_local.state import StackState, pid_alive, process_identity, same_process
@@ -50,3 +55,13 @@ def test_down_leaves_a_recycled_pid_alone_and_stops_its_own(tmp_path):
     finally:
         for p in (stranger, ours):
             stop_pid(p.pid, grace=2)
+
+
+def test_credentials_readable_by_others_are_refused(tmp_path):
+    """The endpoint will not start on a credentials file others can read (one line says the fix)."""
+    path = tmp_path / "clickhouse" / "credentials.json"
+    creds = ensure_credentials(path)
+    assert load_credentials(path) == creds
+    os.chmod(path, 0o644)
+    with pytest.raises(CredentialsError, match="chmod 600"):
+        load_credentials(path)
