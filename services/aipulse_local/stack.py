@@ -22,10 +22,11 @@ from aipulse_stream.config import Settings
 
 from .alertmanager import healthy as alertmanager_healthy
 from .clickhouse import ping, start_clickhouse
+from .credentials import CredentialsError, credentials_path, load_credentials
 from .kafka import _ready as kafka_ready
 from .kafka import ensure_topics, start_kafka
 from .process import StackError, free_port, http_ok, spawn, stop_pid, wait_until
-from .state import StackState, pid_alive
+from .state import StackState, pid_alive, same_process
 
 WORKER_START_TIMEOUT_S = 90
 DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -52,8 +53,16 @@ def clickhouse_url(settings: Settings) -> str:
         return settings.clickhouse_url
     comp = StackState(settings.state_dir).get("clickhouse")
     if comp and pid_alive(comp.get("pid")):
-        return f"http://{comp['address']}"
+        return local_clickhouse_url(settings, comp["address"])
     raise StackError("ClickHouse is not running: start the local stack with `aipulse up` or set AIPULSE_CLICKHOUSE_URL")
+
+
+def local_clickhouse_url(settings: Settings, address: str, role: str = "writer") -> str:
+    """The local endpoint's URL with the stack's user (from the 0600 credentials file)."""
+    try:
+        return load_credentials(credentials_path(settings.state_dir)).url(address, role)
+    except CredentialsError as err:
+        raise StackError(str(err)) from None
 
 
 def worker_env(settings: Settings, metrics_port: int, extra: dict | None = None) -> dict:
@@ -91,7 +100,7 @@ def start_worker(settings: Settings, name: str = "worker", extra_env: dict | Non
 
 
 def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> dict:
-    """Start whatever is not running; return status()."""
+    """Start whatever is not running (a recorded pid now held by another program is not ours); return status()."""
     home = settings.state_dir
     home.mkdir(parents=True, exist_ok=True)
     state = StackState(home)
@@ -100,7 +109,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         progress(f"kafka: using {settings.kafka_bootstrap} (AIPULSE_KAFKA_BOOTSTRAP)")
     else:
         comp = state.get("kafka")
-        if comp and pid_alive(comp.get("pid")):
+        if comp and same_process(comp):
             progress(f"kafka: already running at {comp['address']}")
         else:
             progress("kafka: starting the broker (first run fetches its jars from Maven Central)...")
@@ -121,12 +130,12 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         progress("clickhouse: using AIPULSE_CLICKHOUSE_URL")
     else:
         comp = state.get("clickhouse")
-        if comp and pid_alive(comp.get("pid")):
+        if comp and same_process(comp):
             progress(f"clickhouse: already running at {comp['address']}")
         else:
             progress("clickhouse: starting the local chDB endpoint...")
             c = start_clickhouse(home / "clickhouse" / "data", port=settings.clickhouse_port)
-            state.put("clickhouse", pid=c.pid, address=f"{c.host}:{c.port}", log=str(c.log), kind="clickhouse")
+            state.put("clickhouse", **c.state())
             progress(f"clickhouse: up at {c.url}")
 
     from aipulse_stream.storage.clickhouse import client_for_url
@@ -140,7 +149,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
 
     if worker:
         comp = state.get("worker")
-        if comp and pid_alive(comp.get("pid")):
+        if comp and same_process(comp):
             progress(f"worker: already running (pid {comp['pid']})")
         else:
             progress("worker: starting...")
@@ -163,7 +172,10 @@ def down(settings: Settings, progress: Progress = _quiet) -> None:
     names.sort(key=lambda n: -ORDER.index(n) if n in ORDER else -2.5)  # extra workers before kafka
     for name in names:
         comp = state.get(name) or {}
-        if stop_pid(comp.get("pid")):
+        if pid_alive(comp.get("pid")) and not same_process(comp):
+            # The pid was recycled (or the entry predates recorded identities): not ours to signal.
+            progress(f"{name}: pid {comp.get('pid')} is no longer the process this stack started: not signalled")
+        elif stop_pid(comp.get("pid")):
             progress(f"{name}: stopped (pid {comp.get('pid')})")
         state.remove(name)
 
@@ -177,6 +189,9 @@ def stop_component(settings: Settings, name: str, kill: bool = False) -> int | N
     if not comp:
         return None
     pid = comp.get("pid")
+    if pid_alive(pid) and not same_process(comp):
+        state.remove(name)
+        return None
     if kill and pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
         for _ in range(100):
@@ -201,7 +216,7 @@ def _healthy(name: str, comp: dict) -> bool:
     if kind == "kafka":
         return kafka_ready(addr)
     if kind == "clickhouse":
-        return ping(f"http://{addr}")
+        return ping(f"http://{addr}")  # /ping needs no user, as on a ClickHouse server
     if kind == "worker":
         return worker_ready(addr)
     if kind == "alertmanager":   # behind basic auth: the recorded url carries the credential
@@ -213,6 +228,12 @@ def status(settings: Settings) -> dict:
     out = {}
     for name, comp in StackState(settings.state_dir).read().items():
         out[name] = {**comp, "healthy": _healthy(name, comp)}
+        if comp.get("kind") == "clickhouse" and "url" not in comp:  # recorded by a restart that kept no URL
+            try:
+                out[name]["url"] = local_clickhouse_url(settings, comp["address"])
+                out[name]["reader_url"] = local_clickhouse_url(settings, comp["address"], role="reader")
+            except (StackError, KeyError):
+                pass
     if settings.kafka_bootstrap and "kafka" not in out:
         out["kafka"] = {"pid": None, "address": settings.kafka_bootstrap, "external": True,
                         "healthy": kafka_ready(settings.kafka_bootstrap, settings.kafka_security.client_options())}

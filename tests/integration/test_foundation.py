@@ -171,24 +171,63 @@ def test_clickhouse_connect_api_against_the_endpoint(stack, ch):
 
 
 def test_endpoint_speaks_plain_http(stack, clickhouse_url):
-    """Errors carry X-ClickHouse-Exception-Code and a non-200 status; queries in URL or body."""
+    """Errors carry X-ClickHouse-Exception-Code and a non-200 status; queries in URL or body.
+
+    The URL the stack gives carries its user (`aipulse status --json` prints it): plain HTTP
+    clients send it as basic auth; without it only /ping answers.
+    """
+    import base64
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    with urllib.request.urlopen(clickhouse_url + "/ping") as r:
+    u = urllib.parse.urlsplit(clickhouse_url)
+    assert u.username and u.password, "the local endpoint's URL must carry the stack's user"
+    base = f"http://{u.hostname}:{u.port}"
+    auth = {"Authorization": "Basic " + base64.b64encode(
+        f"{urllib.parse.unquote(u.username)}:{urllib.parse.unquote(u.password)}".encode()).decode()}
+
+    with urllib.request.urlopen(base + "/ping") as r:
         assert r.read() == b"Ok.\n"
     q = urllib.parse.quote("SELECT 1 + 1")
-    with urllib.request.urlopen(f"{clickhouse_url}/?query={q}") as r:
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/?query={q}", headers=auth)) as r:
         assert r.read().strip() == b"2"
-    req = urllib.request.Request(clickhouse_url + "/", data=b"SELECT 'body' FORMAT TSV", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/?query={q}")
+    assert err.value.code == 403 and err.value.headers["X-ClickHouse-Exception-Code"] == "516"
+    req = urllib.request.Request(base + "/", data=b"SELECT 'body' FORMAT TSV", method="POST", headers=auth)
     with urllib.request.urlopen(req) as r:
         assert r.read().strip() == b"body"
-    req = urllib.request.Request(clickhouse_url + "/", data=b"SELEC 1", method="POST")
+    req = urllib.request.Request(base + "/", data=b"SELEC 1", method="POST", headers=auth)
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req)
     assert err.value.code != 200
     assert err.value.headers["X-ClickHouse-Exception-Code"] == "62"
+
+
+def test_status_json_gives_the_clickhouse_url_with_its_user(stack, stack_settings, clickhouse_url):
+    """Scripts keep working: `aipulse status --json` prints a URL clickhouse-connect can use as is."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from aipulse_stream.storage.clickhouse import client_for_url
+
+    if os.environ.get("AIPULSE_TEST_CLICKHOUSE_URL"):
+        pytest.skip("a ClickHouse server, not the local endpoint")
+    out = subprocess.run([sys.executable, "-m", "aipulse_stream.cli", "status", "--json"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "AIPULSE_HOME": str(stack_settings.state_dir)})
+    st = json.loads(out.stdout)
+    assert st["clickhouse"]["url"] == clickhouse_url
+    for key in ("url", "reader_url"):
+        client = client_for_url(st["clickhouse"][key])
+        assert client.command("SELECT 1") == 1
+        client.close()
+    for path in (stack_settings.state_dir / "stack.json", stack_settings.state_dir / "clickhouse" / "credentials.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for name in ("kafka", "clickhouse", "worker"):  # what `aipulse down` checks before signalling
+        assert st[name]["started"] and st[name]["cmdline"], name
 
 
 def test_poisonous_values_are_dead_lettered_not_counted(stack, stack_settings, kafka_bootstrap, ch, service_name):

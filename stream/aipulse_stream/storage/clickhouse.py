@@ -56,11 +56,15 @@ def resolve_url(settings: Settings) -> str:
     """The configured URL, else the running local endpoint's, else a clear error."""
     if settings.clickhouse_url:
         return settings.clickhouse_url
+    from aipulse_local.credentials import CredentialsError, local_url
     from aipulse_local.state import StackState
 
     comp = StackState(settings.state_dir).get("clickhouse")
     if comp and comp.get("address"):
-        return f"http://{comp['address']}"
+        try:  # the local endpoint wants the stack's user, kept in the state folder (0600)
+            return local_url(settings.state_dir, comp["address"])
+        except CredentialsError as err:
+            raise ClickHouseUnavailable(str(err)) from None
     raise ClickHouseUnavailable(
         "no ClickHouse configured: run `aipulse up` to start the local stack, or set AIPULSE_CLICKHOUSE_URL"
     )
