@@ -7,7 +7,8 @@ COPY stream stream
 COPY services services
 COPY dashboards dashboards
 COPY alerts alerts
+COPY cli cli
 # The server extra: the worker and the `aipulse` command (a plain install is the SDK alone).
 RUN pip install --no-cache-dir ".[server]"
 ENV AIPULSE_HOME=/var/lib/aipulse
-CMD ["python", "-m", "aipulse_stream.worker"]
+CMD ["aipulse", "worker"]

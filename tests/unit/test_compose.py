@@ -43,12 +43,13 @@ def test_mounted_files_exist():
                 assert (ROOT / src).exists(), f"{src} is mounted but missing"
 
 
-def test_worker_command_is_importable():
-    import importlib
+def test_worker_and_migrate_commands_are_aipulse_subcommands():
+    from aipulse_cli.main import COMMANDS, load
 
-    cmd = _compose()["services"]["worker"]["command"]
-    assert cmd[:2] == ["python", "-m"]
-    importlib.import_module(cmd[2])
+    for name in ("worker", "migrate"):
+        cmd = _compose()["services"][name]["command"]
+        assert cmd[0] == "aipulse" and cmd[1] in COMMANDS, cmd
+        load(cmd[1])  # its module imports
 
 
 def test_grafana_gets_every_variable_its_provisioning_reads():

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trace seconds per wall second (default: the trace hour fits --seconds)")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="average requests per second (trace thinned)")
     p.add_argument("--service", default=SERVICE, help="service name of the simulated app")
-    p.add_argument("--trace", type=Path, default=None, help="folder with conv.csv and code.csv (default: shared data)")
+    p.add_argument("--trace", type=Path, default=None, help="folder with conv.csv and code.csv (default: $AIPULSE_DEMO_TRACE, the shared trace, else the packaged sample)")
     p.add_argument("--no-dashboards", action="store_true", help="skip the dashboard previews at the end")
 
 

@@ -1,0 +1,17 @@
+"""``aipulse metrics --group-by ... --from ... [--where k=v] [--json]``: see
+:mod:`aipulse_stream.readside.metrics_cli`."""
+from __future__ import annotations
+
+import argparse
+
+from aipulse_stream.config import ConfigError, Settings
+from aipulse_stream.readside import metrics_cli
+from aipulse_stream.storage.clickhouse import ClickHouseUnavailable
+
+ERRORS = (ConfigError, ClickHouseUnavailable)
+
+add_arguments = metrics_cli.add_arguments
+
+
+def run(args: argparse.Namespace) -> int:
+    return metrics_cli.run(args, Settings.from_env())
