@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from aipulse_grafana.render import fmt_value, interval_for, long_to_series, threshold_color
-from aipulse_stream.demo.scenario import timeline
-from aipulse_stream.demo.trace import TraceMissing, load_trace, thin
+from aipulse_cli.demo.scenario import timeline
+from aipulse_cli.demo.trace import TraceMissing, load_trace, thin
 
 
 def test_trace_loads_sorted_with_attribution_kept(tmp_path):

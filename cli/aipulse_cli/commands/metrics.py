@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from aipulse_stream.config import ConfigError, Settings
+from aipulse_stream.config import ConfigError
 from aipulse_stream.readside import metrics_cli
 from aipulse_stream.storage.clickhouse import ClickHouseUnavailable
+
+from ..endpoints import settings_from_env
 
 ERRORS = (ConfigError, ClickHouseUnavailable)
 
@@ -14,4 +16,4 @@ add_arguments = metrics_cli.add_arguments
 
 
 def run(args: argparse.Namespace) -> int:
-    return metrics_cli.run(args, Settings.from_env())
+    return metrics_cli.run(args, settings_from_env())

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from aipulse_stream.config import ConfigError, Settings
+from aipulse_stream.config import ConfigError
 from aipulse_stream.storage.clickhouse import ClickHouseUnavailable, connect
 from aipulse_stream.storage.migrations import migrate, plan
+
+from ..endpoints import settings_from_env
 
 ERRORS = (ConfigError, ClickHouseUnavailable)
 
@@ -17,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = settings_from_env()
     if args.print:
         print(";\n\n".join(s for m in plan(settings, args.cluster) for s in m.statements) + ";")
         return 0

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from aipulse_local.process import StackError
-from aipulse_local.stack import clickhouse_url, kafka_bootstrap
 from aipulse_stream import worker
-from aipulse_stream.config import ENV_PREFIX, ConfigError, Settings
+from aipulse_stream.config import ConfigError, Settings
+
+from ..endpoints import env_for
 
 ERRORS = (ConfigError,)
 
@@ -30,19 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "unset endpoints are taken from the local stack (`aipulse up`).")
 
 
-def local_endpoints(settings: Settings) -> dict[str, str]:
-    """``AIPULSE_*`` variables for the endpoints left unset, from the running local stack."""
-    found = {}
-    for field, lookup in (("kafka_bootstrap", kafka_bootstrap), ("clickhouse_url", clickhouse_url)):
-        if getattr(settings, field):
-            continue
-        try:
-            found[ENV_PREFIX + field.upper()] = lookup(settings)
-        except StackError:  # not running: the worker itself says which variable to set
-            pass
-    return found
-
-
 def run(args: argparse.Namespace) -> int:
-    os.environ.update(local_endpoints(Settings.from_env()))
+    os.environ.update(env_for(Settings.from_env()))
     return worker.main([])
