@@ -96,12 +96,12 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
-def _venv(path: Path, requirement: str) -> Path:
+def _venv(path: Path, requirement: str, *pip_args: str) -> Path:
     """A virtualenv holding ``requirement`` and its dependencies only: made without pip (whose
     17 MB and setuptools' 7 MB are the venv's, not ours), filled by this pip (``--python``)."""
     _run([sys.executable, "-m", "venv", "--without-pip", str(path)], timeout=120)
     py = path / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", requirement], timeout=PIP_TIMEOUT_S)
+    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", *pip_args, requirement], timeout=PIP_TIMEOUT_S)
     return py
 
 
@@ -121,7 +121,10 @@ def sdk_python(wheel, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server_python(wheel, tmp_path_factory) -> Path:
     extras = extras_of(dockerfile_install_spec())
-    return _venv(tmp_path_factory.mktemp("venv-server"), f"{wheel}[{','.join(extras)}]" if extras else str(wheel))
+    # --no-compile: byte-compiling pandas, matplotlib, faust... is most of the install's time;
+    # the commands below compile what they import.
+    return _venv(tmp_path_factory.mktemp("venv-server"), f"{wheel}[{','.join(extras)}]" if extras else str(wheel),
+                 "--no-compile")
 
 
 def test_wheel_carries_package_data_and_no_test_oracles(wheel):
