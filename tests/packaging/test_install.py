@@ -189,6 +189,11 @@ def test_server_install_commands(server_python, tmp_path):
         assert want in out.stdout, (command, out.stdout)
     ddl = _run([str(aipulse), "migrate", "--print"], env=env, cwd=tmp_path).stdout
     assert "CREATE TABLE" in ddl
+    # The packaged rule file loads (alerting does not silently turn off) and Grafana's files come from it.
+    probe = "from aipulse_alerts.rules import load_rules; print(len(load_rules().rules))"
+    assert int(_run([str(server_python), "-c", probe], env=env, cwd=tmp_path).stdout) > 0
+    _run([str(aipulse), "grafana", "export", "--out", str(tmp_path / "prov")], env=env, cwd=tmp_path)
+    assert "rules:" in (tmp_path / "prov" / "alerting" / "rules.yaml").read_text()
     try:
         up = _run([str(aipulse), "up", "--json"], env=env, cwd=tmp_path, timeout=300)
         st = json.loads(up.stdout)
