@@ -13,9 +13,9 @@ changes to the :class:`~aipulse_alerts.notify.Notifier` (Alertmanager, Kafka, Cl
 slow or failing sinks never hold the batch loop. A lock serialises the two threads' access
 to the detector.
 
-Configuration: rules from ``$AIPULSE_ALERT_RULES`` or alerts/aipulse_alerts/rules.yaml; Alertmanager from
-``settings.alertmanager_url`` (AIPULSE_ALERTMANAGER_URL) or the local stack's ``alertmanager``
-component (re-read while unknown: `aipulse up` starts it after the worker);
+Configuration: rules from ``$AIPULSE_ALERT_RULES`` or the packaged aipulse_alerts/rules.yaml;
+Alertmanager from ``settings.alertmanager_url`` (AIPULSE_ALERTMANAGER_URL) or the local stack's
+``alertmanager`` component (re-read while unknown: `aipulse up` starts it after the worker);
 ``AIPULSE_ALERTS=off`` disables the detector.
 """
 from __future__ import annotations

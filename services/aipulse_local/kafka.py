@@ -1,9 +1,9 @@
 """The real Apache Kafka broker (4.4.0, KRaft, single node) from its Maven Central jars.
 
-``pom.xml`` (package data beside this module) names the broker and its runtime dependencies; ``ensure_jars()`` runs
-``mvn dependency:copy-dependencies`` once into a git-ignored cache. ``start()`` writes a
-server.properties, formats the KRaft storage (first start only) and runs ``java kafka.Kafka``
-on 127.0.0.1::
+``pom.xml`` (package data beside this module) names the broker and its runtime dependencies;
+``ensure_jars()`` runs ``mvn dependency:copy-dependencies`` once into a git-ignored cache.
+``start()`` writes a server.properties, formats the KRaft storage (first start only) and runs
+``java kafka.Kafka`` on 127.0.0.1::
 
     >>> broker = start_kafka(Path(".aipulse/kafka"), port=0)   # doctest: +SKIP
     >>> broker.bootstrap                                         # doctest: +SKIP
