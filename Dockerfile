@@ -3,11 +3,11 @@
 # final stage is python-slim plus that virtualenv, run as an unprivileged user.
 #
 # Only what the worker, `aipulse migrate` and the render step import is installed: the
-# `server` extra's chDB, matplotlib, rich and grafana-client are for the local stack, the demo
-# and `aipulse grafana deploy`. grafana-foundation-sdk (5 MB) is in only because today's
-# `aipulse` command imports its Grafana subcommands when it builds its parser; drop it when
-# the command loads subcommands lazily. tests/deploy/test_compose.py runs the three commands
-# with the left-out packages made unimportable, and checks these names against pyproject.toml.
+# `server` extra's chDB, matplotlib, rich and the Grafana packages are for the local stack,
+# the demo and `aipulse grafana`; the `aipulse` command loads each subcommand lazily, so the
+# others never import them. The rule file travels inside the aipulse_alerts package.
+# tests/deploy/test_compose.py runs the three commands with the left-out packages made
+# unimportable, and checks these names against pyproject.toml.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -20,7 +20,6 @@ RUN /opt/aipulse/bin/pip install --no-deps . \
  && /opt/aipulse/bin/pip install \
       "pydantic>=2.6" "kafka-python>=2.1" "genai-prices>=0.0.40" "prometheus-client>=0.20" \
       "faust-streaming>=0.11.3" "cramjam>=2.8" "clickhouse-connect>=0.8" "pyyaml>=6.0" "bcrypt>=4.0" \
-      "grafana-foundation-sdk" \
  && find /opt/aipulse -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}
@@ -29,12 +28,7 @@ RUN groupadd --system --gid 10001 aipulse \
  && mkdir -p /etc/aipulse/alertmanager /etc/aipulse/web \
  && chown aipulse:aipulse /etc/aipulse/alertmanager /etc/aipulse/web
 COPY --from=build /opt/aipulse /opt/aipulse
-# The rule file lives beside the packages in the repo, not inside one, so the wheel does not
-# carry it: the image holds a copy (compose mounts the repo's file over it, for edits
-# without a rebuild), read by the worker's detector and the Alertmanager render step.
-COPY alerts/rules.yaml /etc/aipulse/rules.yaml
 ENV PATH=/opt/aipulse/bin:$PATH \
-    AIPULSE_ALERT_RULES=/etc/aipulse/rules.yaml \
     AIPULSE_HOME=/var/lib/aipulse \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
@@ -42,4 +36,4 @@ ENV PATH=/opt/aipulse/bin:$PATH \
 WORKDIR /var/lib/aipulse
 USER 10001:10001
 EXPOSE 9464
-CMD ["python", "-m", "aipulse_stream.worker"]
+CMD ["aipulse", "worker"]

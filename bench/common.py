@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aipulse_stream.config import Settings
-from aipulse_stream.demo import TRACE_ATTRIBUTION, load_trace, synthesize
+from aipulse_cli.demo import TRACE_ATTRIBUTION, load_trace, synthesize
 
 
 def say(msg: str = "") -> None:
@@ -126,7 +126,7 @@ class EventFactory:
 
     Interactions take their token counts (and, per pass, their relative arrival times) from
     the real Azure trace; latency, model, outcome, user and variant are synthesized by
-    ``aipulse_stream.demo.synthesize``. Cost comes from genai-prices through the SDK's own
+    ``aipulse_cli.demo.synthesize``. Cost comes from genai-prices through the SDK's own
     Pricer (cached per model and token counts); user ids are hashed by the SDK's Governance.
     """
 

@@ -105,7 +105,7 @@ def send_traffic(bootstrap: str, topic: str, service: str, seconds: float, rate:
                  seed: int) -> tuple[dict, dict]:
     """Paced traffic through the SDK; returns (sent per (window, feature, model, variant), SDK stats)."""
     import aipulse
-    from aipulse_stream.demo import load_trace, synthesize
+    from aipulse_cli.demo import load_trace, synthesize
 
     trace = load_trace()
     rng = random.Random(seed)

@@ -8,7 +8,7 @@
     python -m aipulse_alerts.amconfig --out alertmanager.yml   # refuses (exit 2) without a receiver
 
 The command is the compose stack's render step (service ``alertmanager-config``): it reads the
-rule file (``$AIPULSE_ALERT_RULES`` or alerts/rules.yaml) and the receiver variables below,
+rule file (``$AIPULSE_ALERT_RULES`` or the packaged aipulse_alerts/rules.yaml) and the receiver variables below,
 checks the result with amtool when installed, and exits 2 with one line naming the variables
 to set when no receiver has a destination, so Alertmanager never starts unable to page.
 ``--allow-no-receiver`` accepts that (the local stack's default: alerts stay visible in the UI).
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m aipulse_alerts.amconfig",
                                 description="Render Alertmanager's config from the rule file and AIPULSE_ALERT_* variables.")
     p.add_argument("--out", type=Path, help="write here (default: standard output)")
-    p.add_argument("--rules", help="the rule file (default: $AIPULSE_ALERT_RULES or alerts/rules.yaml)")
+    p.add_argument("--rules", help="the rule file (default: $AIPULSE_ALERT_RULES or the packaged aipulse_alerts/rules.yaml)")
     p.add_argument("--allow-no-receiver", action="store_true",
                    help="render even when no receiver is set (alerts then reach no one)")
     args = p.parse_args(argv)

@@ -13,7 +13,7 @@ changes to the :class:`~aipulse_alerts.notify.Notifier` (Alertmanager, Kafka, Cl
 slow or failing sinks never hold the batch loop. A lock serialises the two threads' access
 to the detector.
 
-Configuration: rules from ``$AIPULSE_ALERT_RULES`` or alerts/rules.yaml; Alertmanager from
+Configuration: rules from ``$AIPULSE_ALERT_RULES`` or the packaged aipulse_alerts/rules.yaml; Alertmanager from
 ``settings.alertmanager_url`` (AIPULSE_ALERTMANAGER_URL, ``http://user:password@host:9093``
 when it requires basic auth) or the local stack's ``alertmanager`` component's URL, credential
 included (re-read while unknown: `aipulse up` starts it after the worker);

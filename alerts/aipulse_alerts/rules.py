@@ -1,11 +1,11 @@
-"""The alert rule file (``alerts/rules.yaml``): its pydantic model and loader.
+"""The alert rule file (``alerts/aipulse_alerts/rules.yaml``): its pydantic model and loader.
 
 One file feeds both evaluators: the streaming detector in the workers
 (:mod:`aipulse_alerts.detector`) and the generated Grafana alert provisioning (issue 5).
 Everything either of them needs is a field here, so neither has to guess::
 
     >>> from aipulse_alerts.rules import load_rules
-    >>> rs = load_rules()                        # alerts/rules.yaml, or $AIPULSE_ALERT_RULES
+    >>> rs = load_rules()                        # alerts/aipulse_alerts/rules.yaml, or $AIPULSE_ALERT_RULES
     >>> r = rs.rule("latency_p99_ceiling")
     >>> r.metric.value, r.group_by, r.comparison, r.window_s, r.severity.value
     ('latency_p99_ms', ['service', 'feature'], '>', 60, 'critical')
@@ -48,7 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RULES_ENV = "AIPULSE_ALERT_RULES"
-DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules.yaml"
+DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"  # package data: travels with the wheel
 
 # Dimensions of window rows (and of raw interactions, for user_id).
 WINDOW_DIMENSIONS = ("service", "feature", "model", "variant")
@@ -413,7 +413,7 @@ def parse_rules(text: str, source: str = "<text>") -> RuleSet:
 
 
 def rules_path(path: str | Path | None = None) -> Path:
-    """The rule file in use: ``path``, else ``$AIPULSE_ALERT_RULES``, else alerts/rules.yaml."""
+    """The rule file in use: ``path``, else ``$AIPULSE_ALERT_RULES``, else alerts/aipulse_alerts/rules.yaml."""
     if path is not None:
         return Path(path)
     env = os.environ.get(RULES_ENV, "").strip()

@@ -1,4 +1,4 @@
-"""Grafana alert provisioning generated from the rule file (alerts/rules.yaml).
+"""Grafana alert provisioning generated from the rule file (alerts/aipulse_alerts/rules.yaml).
 
     from aipulse_grafana.alerting import alert_rules, contact_points, policies
     rules_yaml_dict = alert_rules(load_rules(), db="aipulse")

@@ -4,7 +4,7 @@
     for board in all_boards(db="aipulse"):
         json_dict = board.build()
 
-Ceilings drawn on panels come from the alert rule file (alerts/rules.yaml), so a panel's
+Ceilings drawn on panels come from the alert rule file (alerts/aipulse_alerts/rules.yaml), so a panel's
 red line and the alert that pages agree.
 """
 from __future__ import annotations

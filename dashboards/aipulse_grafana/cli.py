@@ -3,11 +3,10 @@
     aipulse grafana export [--out dashboards/provisioning]
     aipulse grafana deploy --url https://grafana.example.com --token $GRAFANA_TOKEN
 
-Wired into the ``aipulse`` parser by stream/aipulse_stream/cli.py::
+Wired into the ``aipulse`` command by cli/aipulse_cli/commands/grafana.py::
 
-    p = sub.add_parser("grafana", help="Grafana provisioning: export files or deploy to a Grafana")
-    grafana_cli.add_arguments(p)
-    p.set_defaults(fn=grafana_cli.run)
+    add_arguments = grafana_cli.add_arguments
+    def run(args): return grafana_cli.run(args, Settings.from_env())
 """
 from __future__ import annotations
 

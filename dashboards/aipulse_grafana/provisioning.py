@@ -7,7 +7,7 @@ Layout (Grafana's file provisioning):
     datasources/aipulse.yaml          ClickHouse (read-only user), Prometheus, Alertmanager
     dashboards/aipulse.yaml           the file provider, pointing at /etc/grafana/provisioning/dashboards/json
     dashboards/json/<uid>.json        the seven dashboards
-    alerting/rules.yaml               alert rules generated from alerts/rules.yaml
+    alerting/rules.yaml               alert rules generated from alerts/aipulse_alerts/rules.yaml
     alerting/contact-points.yaml      Alertmanager (+ webhook / Slack when their env vars are set at export)
     alerting/policies.yaml            the notification policy tree
 
@@ -52,7 +52,7 @@ def build_files(db: str = "aipulse", webhook: bool | None = None, slack: bool | 
     files = {
         "datasources/aipulse.yaml": _yaml(datasources.provisioning(), "aipulse datasources"),
         "dashboards/aipulse.yaml": _yaml(dashboard_provider(), "aipulse dashboard provider"),
-        "alerting/rules.yaml": _yaml(alerting.alert_rules(rules, db), "aipulse alert rules (from alerts/rules.yaml)"),
+        "alerting/rules.yaml": _yaml(alerting.alert_rules(rules, db), "aipulse alert rules (from alerts/aipulse_alerts/rules.yaml)"),
         "alerting/contact-points.yaml": _yaml(alerting.contact_points(webhook, slack), "aipulse contact points"),
         "alerting/policies.yaml": _yaml(alerting.policies(webhook, slack), "aipulse notification policy"),
     }

@@ -1,6 +1,6 @@
 """Lines drawn on panels (SLO target, latency and cost ceilings), read from the rule file.
 
-    Targets.from_rules()   # alerts/rules.yaml (or $AIPULSE_ALERT_RULES)
+    Targets.from_rules()   # alerts/aipulse_alerts/rules.yaml (or $AIPULSE_ALERT_RULES)
 
 Why from the rules: the red line on a panel and the alert that pages must be the same number.
 """

@@ -1,9 +1,9 @@
 """The real Apache Kafka broker (4.4.0, KRaft, single node) from its Maven Central jars.
 
-``services/pom.xml`` names the broker and its runtime dependencies; ``ensure_jars()`` runs
-``mvn dependency:copy-dependencies`` once into a git-ignored cache. ``start()`` writes a
-server.properties, formats the KRaft storage (first start only) and runs ``java kafka.Kafka``
-on 127.0.0.1::
+``pom.xml`` (package data beside this module) names the broker and its runtime dependencies;
+``ensure_jars()`` runs ``mvn dependency:copy-dependencies`` once into a git-ignored cache.
+``start()`` writes a server.properties, formats the KRaft storage (first start only) and runs
+``java kafka.Kafka`` on 127.0.0.1::
 
     >>> broker = start_kafka(Path(".aipulse/kafka"), port=0)   # doctest: +SKIP
     >>> broker.bootstrap                                         # doctest: +SKIP
@@ -33,9 +33,11 @@ from typing import Mapping
 
 from .process import StackError, check_port_free, free_port, port_open, spawn, wait_until
 
+POM = Path(__file__).resolve().parent / "pom.xml"  # package data: travels with the wheel
 REPO_ROOT = Path(__file__).resolve().parents[2]
-POM = REPO_ROOT / "services" / "pom.xml"
-DEFAULT_JAR_CACHE = REPO_ROOT / ".cache" / "kafka-jars"
+# A checkout keeps its jars in its git-ignored .cache; an installed package in the user's cache.
+DEFAULT_JAR_CACHE = (REPO_ROOT / ".cache" / "kafka-jars" if (REPO_ROOT / "services" / "aipulse_local").is_dir()
+                     else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aipulse" / "kafka-jars")
 KAFKA_HEAP = "-Xmx768m"           # one broker for tests and demos; it idles far below this
 START_TIMEOUT_S = 90
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -1,4 +1,4 @@
-"""Every rule of the default set (alerts/rules.yaml): one scenario that fires it, one that keeps it quiet.
+"""Every rule of the default set (alerts/aipulse_alerts/rules.yaml): one scenario that fires it, one that keeps it quiet.
 
 Synthetic window rows on a fake clock (alertsim.Sim), the detector on one rule at a time.
 Healthy phases are noisy (counts and latencies vary window to window); the quiet test runs the

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from aipulse_grafana.render import fmt_value, interval_for, long_to_series, threshold_color
-from aipulse_stream.demo.scenario import timeline
-from aipulse_stream.demo.trace import TraceMissing, load_trace, thin
+from aipulse_cli.demo.scenario import timeline
+from aipulse_cli.demo.trace import ATTRIBUTION, PACKAGED_DIR, TraceMissing, default_dir, load_trace, thin
 
 
 def test_trace_loads_sorted_with_attribution_kept(tmp_path):
@@ -18,6 +19,23 @@ def test_trace_loads_sorted_with_attribution_kept(tmp_path):
     assert [r.source for r in t.requests] == ["conv", "code", "conv"]
     assert t.requests[0].offset_s == 0 and t.span_s == pytest.approx(3.5)
     assert len(thin(t, 0.5)) == 2
+
+
+def test_packaged_sample_is_every_second_request_with_its_licence(monkeypatch):
+    # The full shared trace, when present, is the reference: the sample keeps its rows 2, 4, ...
+    full = default_dir()
+    sample = load_trace(PACKAGED_DIR)
+    assert len(sample.requests) > 10_000, "the sample must hold the default demo's 45 req/s for 300 s"
+    readme = (PACKAGED_DIR / "README.md").read_text()
+    assert "CC-BY 4.0" in readme and "Splitwise" in readme and "Patel" in ATTRIBUTION
+    if full is not None and full != PACKAGED_DIR:
+        for name in ("conv", "code"):
+            rows = (full / f"{name}.csv").read_text().splitlines()
+            assert (PACKAGED_DIR / f"{name}.csv").read_text().splitlines() == [rows[0], *rows[1::2]]
+    # With no env and no shared copy beside the package, the sample is the default.
+    monkeypatch.delenv("AIPULSE_DEMO_TRACE", raising=False)
+    monkeypatch.setattr("aipulse_cli.demo.trace.SHARED_REL", Path("no-such-folder"))
+    assert default_dir() == PACKAGED_DIR
 
 
 def test_missing_trace_says_what_to_do(tmp_path):

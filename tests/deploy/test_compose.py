@@ -361,19 +361,17 @@ def test_every_client_of_alertmanager_and_prometheus_sends_the_matching_credenti
 
 
 def test_the_detector_and_the_render_step_read_the_repos_rule_file():
-    # The wheel does not carry alerts/rules.yaml (it sits beside the package): without an
-    # explicit path the worker's detector and the render step would find no rules.
-    text = _dockerfile()
-    baked = re.search(r"^COPY alerts/rules.yaml (\S+)$", text, re.M).group(1)
-    assert re.search(rf"{RULES_ENV}={re.escape(baked)}\b", text), "the image does not point at its rule file"
+    # The wheel carries aipulse_alerts/rules.yaml (package data); compose mounts the repo's
+    # file over a path both services are pointed at, so an edit needs no rebuild.
+    assert (ROOT / "alerts" / "aipulse_alerts" / "rules.yaml").exists()
     for name in ("worker", "alertmanager-config"):
         svc = _services()[name]
-        assert _env(svc)[RULES_ENV] == baked, name
-        assert f"./alerts/rules.yaml:{baked}:ro" in svc["volumes"], name
+        path = _env(svc)[RULES_ENV]
+        assert f"./alerts/aipulse_alerts/rules.yaml:{path}:ro" in svc["volumes"], name
 
 
 def test_kafka_is_the_same_version_as_the_local_stack():
-    pom = ET.parse(ROOT / "services" / "pom.xml").getroot()
+    pom = ET.parse(ROOT / "services" / "aipulse_local" / "pom.xml").getroot()
     ns = {"m": pom.tag.split("}")[0].strip("{")} if pom.tag.startswith("{") else {}
     version = pom.find("m:properties/m:kafka.version" if ns else "properties/kafka.version", ns).text
     assert _services()["kafka"]["image"] == f"apache/kafka:{version}"
@@ -394,17 +392,19 @@ def test_kafka_host_listener_is_advertised_on_the_published_port():
 
 def test_worker_and_render_commands_are_importable():
     services = _services()
-    for name in ("worker", "alertmanager-config", "web-config"):
+    for name in ("alertmanager-config", "web-config"):
         cmd = services[name]["command"]
         assert cmd[:2] == ["python", "-m"]
         importlib.import_module(cmd[2])
-    # `aipulse migrate`: the console script pyproject installs, with a migrate subcommand
+    # `aipulse worker` and `aipulse migrate`: the console script pyproject installs
+    assert services["worker"]["command"] == ["aipulse", "worker"]
     assert services["migrate"]["command"] == ["aipulse", "migrate"]
     target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["aipulse"]
     mod, fn = target.split(":")
-    r = subprocess.run([sys.executable, "-c", f"import sys; from {mod} import {fn} as m; sys.argv = ['aipulse', 'migrate', '--help']; m()"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "migrat" in r.stdout, r.stderr[-500:]
+    for sub, word in (("migrate", "migrat"), ("worker", "worker")):
+        r = subprocess.run([sys.executable, "-c", f"import sys; from {mod} import {fn} as m; sys.argv = ['aipulse', '{sub}', '--help']; m()"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and word in r.stdout, r.stderr[-500:]
 
 
 # --- the image ----------------------------------------------------------------------------------
@@ -467,6 +467,12 @@ class LeftOut(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {{name!r}} (not in the image)")
 sys.meta_path.insert(0, LeftOut())
 importlib.import_module("aipulse_stream.worker")
+from {mod} import {fn} as cli
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        cli(["worker", "--help"])
+    except SystemExit as e:
+        assert e.code == 0, e.code
 from aipulse_alerts.amconfig import main as render
 assert render(["--out", {str(tmp_path / "am.yml")!r}]) == 0
 from aipulse_alerts.webconfig import main as render_web

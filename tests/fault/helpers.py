@@ -215,7 +215,7 @@ def stored_event_ids(ch, prefix: str, settings=None) -> list[str]:
 
 
 def cli_metrics(group_by, start, end, services, env: dict | None = None) -> list[dict]:
-    args = [sys.executable, "-m", "aipulse_stream.cli", "metrics", "--group-by", ",".join(group_by),
+    args = [sys.executable, "-m", "aipulse_cli", "metrics", "--group-by", ",".join(group_by),
             "--from", start, "--to", end, "--json"]
     for s in services:
         args += ["--where", f"service={s}"]
@@ -227,7 +227,7 @@ def cli_metrics(group_by, start, end, services, env: dict | None = None) -> list
 def metric_diffs(settings, triples, services, env: dict | None = None) -> list[str]:
     """Differences between `aipulse metrics --json` and exact_metrics over the triples, for
     every grouping of GROUPINGS ([] = every count and sum equal, quantiles within 1%)."""
-    from aipulse_stream.readside.exact import compare, exact_metrics
+    from oracles.exact import compare, exact_metrics
 
     times = [ev.ts.timestamp() for _p, _o, ev in triples]
     lo, hi = min(times) - 3600, max(times) + 3600

@@ -3,7 +3,7 @@
 One service per rule is degraded in the way the rule watches, only over the rule's last
 window (its trailing baseline stays healthy); ``svc-healthy`` is never degraded. Step A runs
 on the engine after the plugin's macro expansion (relative range ending at T), then B
-(reduce) and C (threshold) run with Grafana's semantics (aipulse_grafana.expressions).
+(reduce) and C (threshold) run with Grafana's semantics (tests/oracles/grafana_expressions.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from aipulse_alerts.rules import load_rules
 from aipulse_grafana.alerting import alert_rules
-from aipulse_grafana.expressions import evaluate, frames_from_rows
+from oracles.grafana_expressions import evaluate, frames_from_rows
 from aipulse_grafana.plugin_macros import render
 from seed import HEALTHY, generate, replace, store
 
@@ -116,7 +116,7 @@ def test_silence_with_no_events_at_all_is_alerting(gclient, new_db):
 
 
 def test_reduce_and_threshold_semantics():
-    from aipulse_grafana.expressions import reduce, threshold
+    from oracles.grafana_expressions import reduce, threshold
 
     nan = float("nan")
     assert reduce([1, nan, 3], "mean") != reduce([1, nan, 3], "mean")  # strict: NaN

@@ -18,7 +18,7 @@ def run_cli(args, env_extra, tmp_path, path=None):
     env.update(env_extra)
     if path is not None:
         env["PATH"] = path
-    out = subprocess.run([sys.executable, "-m", "aipulse_stream.cli", *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "aipulse_cli", *args], capture_output=True, text=True,
                          env=env, timeout=120)
     return out.returncode, out.stdout, out.stderr
 

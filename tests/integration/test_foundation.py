@@ -216,7 +216,7 @@ def test_status_json_gives_the_clickhouse_url_with_its_user(stack, stack_setting
 
     if os.environ.get("AIPULSE_TEST_CLICKHOUSE_URL"):
         pytest.skip("a ClickHouse server, not the local endpoint")
-    out = subprocess.run([sys.executable, "-m", "aipulse_stream.cli", "status", "--json"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "aipulse_cli", "status", "--json"], capture_output=True,
                          text=True, timeout=60, env={**os.environ, "AIPULSE_HOME": str(stack_settings.state_dir)})
     st = json.loads(out.stdout)
     assert st["clickhouse"]["url"] == clickhouse_url

@@ -14,7 +14,7 @@ from harness import ClickHouseStore, run_stream
 
 from aipulse_stream.config import Settings
 from aipulse_stream.readside import metrics_cli
-from aipulse_stream.readside.exact import QUANTILE_FIGURES, assert_metrics_match, compare, exact_metrics
+from oracles.exact import QUANTILE_FIGURES, assert_metrics_match, compare, exact_metrics
 from aipulse_stream.readside.query import FIGURES, QueryError, metrics_query, metrics_sql, plan_segments
 from aipulse_stream.readside.times import TimeArgError, parse_time
 

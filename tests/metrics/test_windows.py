@@ -7,7 +7,7 @@ from harness import TOPIC, MemoryStore, run_stream
 
 from aipulse.contract import Evaluation, Feedback, Interaction
 from aipulse_stream.config import Settings
-from aipulse_stream.readside.exact import exact_metrics
+from oracles.exact import exact_metrics
 from aipulse_stream.readside.query import SUM_FIGURES
 from aipulse_stream.transforms.join import JoinedKey
 from aipulse_stream.transforms.windows import WindowAggregator

@@ -1,7 +1,8 @@
 """The one way the stack reaches ClickHouse: clickhouse-connect over HTTP, from one URL.
 
-``AIPULSE_CLICKHOUSE_URL`` points at a ClickHouse server (``http://user:pass@host:8123``);
-unset, the local stack's chDB endpoint is used (see aipulse_local.clickhouse_endpoint)::
+``AIPULSE_CLICKHOUSE_URL`` points at a ClickHouse server (``http://user:pass@host:8123``) or
+at the local stack's chDB endpoint (aipulse_local.clickhouse_endpoint; the ``aipulse`` command
+and the stack's workers are handed its address: this package never reads the stack's state)::
 
     >>> client = connect(Settings.from_env())   # doctest: +SKIP
     >>> client.query("SELECT 1").result_rows     # doctest: +SKIP
@@ -53,18 +54,9 @@ def client_for_url(url: str, **kwargs):
 
 
 def resolve_url(settings: Settings) -> str:
-    """The configured URL, else the running local endpoint's, else a clear error."""
+    """The configured URL, else a clear error."""
     if settings.clickhouse_url:
         return settings.clickhouse_url
-    from aipulse_local.credentials import CredentialsError, local_url
-    from aipulse_local.state import StackState
-
-    comp = StackState(settings.state_dir).get("clickhouse")
-    if comp and comp.get("address"):
-        try:  # the local endpoint wants the stack's user, kept in the state folder (0600)
-            return local_url(settings.state_dir, comp["address"])
-        except CredentialsError as err:
-            raise ClickHouseUnavailable(str(err)) from None
     raise ClickHouseUnavailable(
         "no ClickHouse configured: run `aipulse up` to start the local stack, or set AIPULSE_CLICKHOUSE_URL"
     )

@@ -5,7 +5,7 @@ alerts through Alertmanager, a live view, then a summary, charts and dashboard p
 
 Steps: start what is not running (`aipulse up`), point the local Alertmanager's webhook at a
 receiver this process runs, replay the trace (arrival times and token counts, sped up) through
-:class:`~aipulse_stream.demo.app.SupportAssistant`, follow :func:`~.scenario.timeline`, show
+:class:`~aipulse_cli.demo.app.SupportAssistant`, follow :func:`~.scenario.timeline`, show
 rolling figures read back from ClickHouse, and at the end write PNG charts and one PNG per
 provisioned dashboard into ``--out``.
 """
@@ -20,8 +20,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import Settings
+import aipulse
+from aipulse_alerts.basic_auth import redact
+from aipulse_grafana.render import render_all
+from aipulse_local import alertmanager
+from aipulse_local.stack import clickhouse_url, kafka_bootstrap, up
+from aipulse_stream.config import Settings
+from aipulse_stream.readside.chart import write_demo_charts
+from aipulse_stream.readside.metrics_cli import render_table
+from aipulse_stream.readside.query import metrics_query
+from aipulse_stream.storage.clickhouse import client_for_url
+
+from .app import Conditions, SupportAssistant
 from .live import Snapshot, make_view
+from .receiver import AlertReceiver
+from .scenario import timeline
 from .trace import ATTRIBUTION, Trace, TraceMissing, load_trace, thin
 
 DEFAULT_SECONDS = 300.0      # traffic duration (the whole trace hour, compressed)
@@ -39,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trace seconds per wall second (default: the trace hour fits --seconds)")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="average requests per second (trace thinned)")
     p.add_argument("--service", default=SERVICE, help="service name of the simulated app")
-    p.add_argument("--trace", type=Path, default=None, help="folder with conv.csv and code.csv (default: shared data)")
+    p.add_argument("--trace", type=Path, default=None, help="folder with conv.csv and code.csv (default: $AIPULSE_DEMO_TRACE, the shared trace, else the packaged sample)")
     p.add_argument("--no-dashboards", action="store_true", help="skip the dashboard previews at the end")
 
 
@@ -65,16 +78,6 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
              rate: float = DEFAULT_RATE, out_dir: Path | None = None, service: str = SERVICE,
              trace_dir: Path | None = None, dashboards: bool = True, out=None) -> int:
     out = out or sys.stdout
-    import aipulse
-    from aipulse_alerts.basic_auth import redact
-    from aipulse_local import alertmanager
-    from aipulse_local.stack import clickhouse_url, kafka_bootstrap, up
-
-    from ..readside.query import metrics_query
-    from ..storage.clickhouse import client_for_url
-    from .app import Conditions, SupportAssistant
-    from .receiver import AlertReceiver
-    from .scenario import timeline
 
     def say(msg: str = "") -> None:
         print(msg, file=out, flush=True)
@@ -183,8 +186,6 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     notices = receiver.snapshot()
     say()
     say(summary(notices, phase_log, rollbacks, started))
-    from ..readside.metrics_cli import render_table
-
     rows = metrics_query(client, settings, ["feature", "model"], started - 60, ended + 60, where={"service": [service]})
     say("\nper feature and model, from ClickHouse:")
     say(render_table(rows, ["feature", "model"]))
@@ -193,16 +194,12 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     say("\nsupport-chat by rollout arm:")
     say(render_table(rows, ["variant"]))
 
-    from ..readside.chart import write_demo_charts
-
     marks = [(n.received_at, n.status, n.rule) for n in notices]
     pngs = write_demo_charts(client, settings, service, started, ended, marks, out_dir,
                              phases=[(t, name) for t, name, _ in phase_log])
     say("\ncharts: " + ", ".join(str(p) for p in pngs))
     if dashboards:
         try:
-            from aipulse_grafana.render import render_all
-
             boards = render_all(client, out_dir / "dashboards", started - 60, ended + 60,
                                 database=settings.database, progress_out=out)
             say(f"dashboard previews (not Grafana): {len(boards)} PNGs in {out_dir / 'dashboards'}")

@@ -6,8 +6,10 @@
 
 Azure LLM inference trace 2023, CC-BY 4.0, Patel et al., "Splitwise: Efficient generative LLM
 inference using phase splitting", ISCA 2024 (keep this attribution wherever it is used).
-Read from ``../shared/data/azure-llm-trace-2023`` when that folder exists; a packaged sample
-(or any folder with ``conv.csv`` / ``code.csv`` of the same columns) can be passed instead.
+Read from ``$AIPULSE_DEMO_TRACE``, else the whole trace in ``../shared/data/azure-llm-trace-2023``
+when a checkout sits beside it, else the sample packaged with aipulse (:data:`PACKAGED_DIR`,
+every second request, its README and licence beside it), so a plain install runs the demo.
+Any folder with ``conv.csv`` / ``code.csv`` of the same columns can be passed instead.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ ATTRIBUTION = ('Azure LLM inference trace 2023 (CC-BY 4.0), Patel et al., "Split
 FILES = ("conv", "code")  # conversation service, code-completion service
 SHARED_REL = Path("shared") / "data" / "azure-llm-trace-2023"
 ENV_DIR = "AIPULSE_DEMO_TRACE"  # a folder with conv.csv and code.csv, overrides the search
+# Package data: every second request of the trace, with the dataset's README (licence, attribution).
+PACKAGED_DIR = Path(__file__).resolve().parent / "data" / "azure-llm-trace-2023"
 
 
 class TraceMissing(FileNotFoundError):
@@ -48,7 +52,7 @@ class Trace:
 def default_dir() -> Path | None:
     """$AIPULSE_DEMO_TRACE, else the first ``shared/data/azure-llm-trace-2023`` beside the
     checkout or one of its parents (``../shared`` of the main checkout, ``../../shared`` of a
-    worktree); None when absent (a packaged sample is then passed by the caller)."""
+    worktree), else the packaged sample; None only when a broken install lacks it too."""
     env = os.environ.get(ENV_DIR, "").strip()
     if env:
         return Path(env)
@@ -56,7 +60,7 @@ def default_dir() -> Path | None:
         cand = parent / SHARED_REL
         if (cand / "conv.csv").exists():
             return cand
-    return None
+    return PACKAGED_DIR if (PACKAGED_DIR / "conv.csv").exists() else None
 
 
 def _rows(text: Iterable[str], source: str) -> Iterable[tuple[float, str, int, int]]:
@@ -71,8 +75,8 @@ def load_trace(folder: Path | str | None = None, progress: Callable[[int, int], 
     merged by arrival time; ``progress(done_bytes, total_bytes)`` is called while reading."""
     folder = Path(folder) if folder is not None else default_dir()
     if folder is None:
-        raise TraceMissing(f"the demo trace is missing: no ../{SHARED_REL} beside the checkout; "
-                           f"set {ENV_DIR} to a folder holding conv.csv and code.csv")
+        raise TraceMissing(f"the demo trace is missing: no ../{SHARED_REL} beside the checkout and no "
+                           f"packaged sample in {PACKAGED_DIR}; set {ENV_DIR} to a folder holding conv.csv and code.csv")
     paths = [folder / f"{name}.csv" for name in FILES]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

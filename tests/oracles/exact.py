@@ -29,10 +29,10 @@ from typing import Iterable, Mapping, Sequence
 
 from aipulse.contract import Evaluation, Feedback, Interaction
 
-from ..config import Settings
-from ..transforms.join import ts_ms
-from ..transforms.sketch import ALPHA, MIN_VALUE_MS, exact_quantile
-from .query import ALL_FIGURES, DIMENSIONS, QUANTILES, SUM_FIGURES, derive
+from aipulse_stream.config import Settings
+from aipulse_stream.readside.query import ALL_FIGURES, DIMENSIONS, QUANTILES, SUM_FIGURES, derive
+from aipulse_stream.transforms.join import ts_ms
+from aipulse_stream.transforms.sketch import ALPHA, MIN_VALUE_MS, exact_quantile
 
 QUANTILE_FIGURES = tuple(f"latency_{n}_ms" for n in QUANTILES) + ("ttft_p50_ms", "ttft_p95_ms")
 FEEDBACK = {"thumbs_up": "feedback_up", "thumbs_down": "feedback_down",

@@ -1,4 +1,4 @@
-"""`aipulse demo`: see :mod:`aipulse_stream.demo.run` (the command), :mod:`.app` (the simulated
+"""`aipulse demo`: see :mod:`aipulse_cli.demo.run` (the command), :mod:`.app` (the simulated
 application on the real SDK), :mod:`.trace` (the real request trace), :mod:`.scenario` (the
 incident) and :mod:`.live` (the terminal view)."""
 from .run import add_arguments, main, run, run_demo
