@@ -4,6 +4,8 @@
     aipulse migrate [--cluster NAME] [--print]
     aipulse schema
     aipulse metrics --group-by feature,model --from -15m [--where model=gpt-4o] [--json]
+    aipulse report --from -30d --to now --out review.html
+    aipulse cost-model --volume 10000/day [--feature F] [--ceiling USD] [--json]
     aipulse demo [--out DIR] [--speed N] [--seconds 300]
 
 Errors are one line on stderr saying what to do, and exit status 2.
@@ -106,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="windowed metrics per group, read from ClickHouse")
     metrics_cli.add_arguments(p)
     p.set_defaults(fn=metrics_cli.run)
+    from .readside import cost_model, report
+
+    p = sub.add_parser("report", help="the monthly review as one self-contained HTML file")
+    report.add_arguments(p)
+    p.set_defaults(fn=report.run)
+    p = sub.add_parser("cost-model", help="projected daily and monthly cost at a request volume")
+    cost_model.add_arguments(p)
+    p.set_defaults(fn=cost_model.run)
     from aipulse_grafana import cli as grafana_cli
 
     p = sub.add_parser("grafana", help="Grafana provisioning: export the files or deploy to a running Grafana")
