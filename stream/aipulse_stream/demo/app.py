@@ -40,6 +40,7 @@ BREAKER_RESET_S = 8.0       # real seconds: the demo's minutes are short
 FEEDBACK_SHARE = 0.3        # users who click thumbs up/down
 CORRECTION_SHARE = 0.25     # of thumbs-down, an agent also writes a correction
 GROUND_TRUTH_SHARE = 0.2    # of triage tickets, labelled later by an agent
+TASK_SHARE = 0.35           # of answers, the app later learns whether the user's task got done
 ROLLOUT = "support-prompt-v2"
 
 
@@ -209,9 +210,15 @@ class SupportAssistant:
         self._react(answer, fields)
 
     def _react(self, answer: Answer, fields: dict, iid: str | None = None) -> None:
-        """The user's thumbs (and an agent's correction) on some answers."""
+        """The user's thumbs (and an agent's correction) on some answers; whether the task got
+        done (the ticket closed without a reopen) on others."""
         iid = iid or _last_id()
-        if not iid or self.rng.random() >= FEEDBACK_SHARE:
+        if not iid:
+            return
+        if self.rng.random() < TASK_SHARE:
+            done = self.rng.random() < (0.92 if answer.good else 0.35)
+            aipulse.feedback(iid, "task_completed" if done else "task_failed", user_id=fields.get("user_id"))
+        if self.rng.random() >= FEEDBACK_SHARE:
             return
         up = self.rng.random() < (0.9 if answer.good else 0.25)
         aipulse.feedback(iid, "thumbs_up" if up else "thumbs_down", user_id=fields.get("user_id"))
