@@ -6,8 +6,8 @@ alerts through Alertmanager, a live view, then a summary, charts and dashboard p
 Steps: start what is not running (`aipulse up`), point the local Alertmanager's webhook at a
 receiver this process runs, replay the trace (arrival times and token counts, sped up) through
 :class:`~aipulse_stream.demo.app.SupportAssistant`, follow :func:`~.scenario.timeline`, show
-rolling figures read back from ClickHouse, and at the end write PNG charts and one PNG per
-provisioned dashboard into ``--out``.
+rolling figures read back from ClickHouse, and at the end write PNG charts, one PNG per
+provisioned dashboard and the review of the run (``aipulse report``, review.html) into ``--out``.
 """
 from __future__ import annotations
 
@@ -207,9 +207,16 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
             say(f"dashboard previews (not Grafana): {len(boards)} PNGs in {out_dir / 'dashboards'}")
         except ImportError as err:
             say(f"dashboard previews skipped: {err}")
+    from ..readside.report import build_report
+
+    review = out_dir / "review.html"
+    t0, t1 = (datetime.fromtimestamp(t, timezone.utc) for t in (started - 60, ended + 60))
+    build_report(client, settings, t0, t1, review, where={"service": [service]})
+    say(f"monthly review of the demo's range (aipulse report): {review}")
     say()
     say(f"next: aipulse metrics --group-by feature,variant --from -15m --where service={service}")
     say("      aipulse grafana render --out previews --from -15m")
+    say(f"      aipulse cost-model --volume 10000/day --from -15m --where service={service}")
     say("the stack keeps running; stop it with: aipulse down")
     receiver.close()
     stored = total[0]["requests"] + total[0]["late"] if total else 0

@@ -336,8 +336,9 @@ def render_html(data: dict, charts: dict[str, str | None], rollout_charts: dict[
     canary = [a for a in data["alerts"] if a["rule"].startswith(CANARY_RULE_PREFIX)]
     for feature, arms in data["rollouts"].items():
         parts.append(f"<h3>{html.escape(feature)}</h3>")
-        parts.append(_table(["arm", "", *FIGURE_HEADERS],
-                            [[html.escape(a["variant"] or "(none)"), "", *_figure_cells(a)] for a in arms]))
+        parts.append(_table(["arm", "feature", *FIGURE_HEADERS],
+                            [[html.escape(a["variant"] or "(none)"), html.escape(feature), *_figure_cells(a)]
+                             for a in arms]))
         parts.append(f'<img alt="{html.escape(feature)} arms" src="data:image/png;base64,{rollout_charts[feature]}">')
         mine = [a for a in canary if a["feature"] in ("", feature)]
         parts.append(_table(["canary alert", "severity", "group", "fired", "resolved", "summary"], _alert_rows(mine),
