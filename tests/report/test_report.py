@@ -139,3 +139,10 @@ def test_report_opens_in_headless_chromium(built, tmp_path):
                    capture_output=True, text=True, timeout=120)
     assert shot.stat().st_size > 50_000
     print(f"\nscreenshot: {shot}")
+
+
+def test_report_bad_arguments_are_one_clear_line(seeded, tmp_path):
+    res = seeded.cli("report", "--from", "now", "--to", "-1h", "--out", str(tmp_path / "r.html"))
+    assert res.returncode == 2 and "must be after --from" in res.stderr and res.stderr.count("\n") == 1
+    res = seeded.cli("report", "--from", "-1h", "--out", str(tmp_path / "r.pdf"))
+    assert res.returncode == 2 and "must end in .html" in res.stderr

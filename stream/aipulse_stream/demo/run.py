@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 import threading
@@ -30,6 +31,7 @@ REFRESH_S = 2.0              # live view: how often ClickHouse is read
 DRAIN_S = 60.0               # after traffic: wait this long at most for pending notifications
 STORE_TIMEOUT_S = 120.0
 SERVICE = "support"
+STALE_SLACK_S = 5.0          # an alert that began this long before the run still counts as its own
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,14 +111,18 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     app = SupportAssistant(cond)
     phases = timeline(duration)
     rollbacks: list[tuple[float, str]] = []
+    started = time.time()
 
     def on_notice(n) -> None:  # the canary runbook: roll back at once
-        if n.status == "firing" and n.rule.startswith("canary_") and app.rollout.stage > 0:
+        if (n.status == "firing" and n.rule.startswith("canary_") and app.rollout.stage > 0
+                and started_since(n, started)):
             app.rollout.set_stage(0)
             rollbacks.append((time.time(), n.rule))
     receiver.on_notice(on_notice)
 
-    started = time.time()
+    def ours() -> list:
+        return [n for n in receiver.snapshot() if started_since(n, started)]
+
     done = threading.Event()
     phase_log: list[tuple[float, str, str]] = []
     failures: list[str] = []
@@ -175,11 +181,11 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
         time.sleep(1)
     # Resolved notifications of the incident follow the recovery by resolve_after + group_interval.
     drain_until = time.monotonic() + DRAIN_S
-    while time.monotonic() < drain_until and _open_alerts(receiver.snapshot()):
+    while time.monotonic() < drain_until and _open_alerts(ours()):
         time.sleep(2)
     aipulse.close()
 
-    notices = receiver.snapshot()
+    notices = ours()
     say()
     say(summary(notices, phase_log, rollbacks, started))
     from ..readside.metrics_cli import render_table
@@ -221,6 +227,17 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     receiver.close()
     stored = total[0]["requests"] + total[0]["late"] if total else 0
     return 0 if stored >= app.handled else 1
+
+
+def started_since(notice, t: float) -> bool:
+    """Whether an alert began in this run: on a warm stack Alertmanager keeps re-sending the
+    alerts of an earlier run that still fire (same service), which must not roll back this
+    run's canary nor appear in its summary."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", (notice.starts_at or "").replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text).timestamp() >= t - STALE_SLACK_S
+    except ValueError:
+        return True
 
 
 def _open_alerts(notices) -> set:
