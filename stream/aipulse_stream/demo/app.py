@@ -136,7 +136,10 @@ class SimulatedModel:
         quality = p.quality + (self.cond.canary_quality if variant == "candidate" else 0.0)
         good = rng.random() < quality
         conf = min(0.99, max(0.05, rng.betavariate(8, 2) if good else rng.betavariate(3, 3)))
-        return Answer(f"[{self.name}] answer to a {req.input_tokens}-token ticket", good, round(conf, 3), self.name)
+        text = f"[{self.name}] {'a good' if good else 'a poor'} answer to a {req.input_tokens}-token ticket"
+        if call is not None:  # kept only where the app enabled text capture (the demo does)
+            call.update(prompt=f"({req.source} ticket of {req.input_tokens} tokens, simulated)", response=text)
+        return Answer(text, good, round(conf, 3), self.name)
 
 
 class SupportAssistant:

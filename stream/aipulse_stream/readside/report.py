@@ -91,6 +91,11 @@ def with_intervals(row: dict) -> dict:
     return row
 
 
+def _day(iso: str) -> str:
+    """'2026-11-03T09:40:00.2Z' -> '2026-11-03 09:40:00' (what a reader needs)."""
+    return iso[:19].replace("T", " ")
+
+
 def _t(x: datetime) -> str:
     return x.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -211,7 +216,7 @@ def trend_chart(data: dict, figure: str, title: str, ylabel: str, percent: bool)
             v = r.get(figure)
             if v is None:
                 continue
-            xs, ys = series.setdefault(f"{r['feature'] or '(none)'} / {r['model'] or '(none)'}", ([], []))
+            xs, ys = series.setdefault(f"{r['feature'] or '(no feature)'} / {r['model'] or '(no model)'}", ([], []))
             xs.append(mid)
             ys.append(100 * v if percent else v)
     if not series:
@@ -222,9 +227,10 @@ def trend_chart(data: dict, figure: str, title: str, ylabel: str, percent: bool)
     ax.set_title(title, loc="left", fontsize=11, weight="bold")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    span = (data["trend"][-1]["to"], data["trend"][0]["from"])
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=timezone.utc))
-    ax.set_xlabel(f"bucket start (UTC), {span[1][:16]} .. {span[0][:16]}")
+    locator = mdates.AutoDateLocator(tz=timezone.utc)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=timezone.utc))
+    ax.set_xlabel(f"bucket start (UTC), {_day(data['trend'][0]['from'])} .. {_day(data['trend'][-1]['to'])}")
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.tight_layout()
     return _png(fig)
@@ -308,7 +314,7 @@ h1{margin-bottom:0}h2{border-bottom:2px solid #dde3ea;padding-bottom:4px;margin-
 th,td{border:1px solid #dde3ea;padding:4px 6px;text-align:right;vertical-align:top}
 th{background:#eef1f5}td:first-child,td:nth-child(2){text-align:left}small{color:#666}
 img{width:100%;max-width:1100px;display:block;margin:8px 0}.off{color:#999;font-style:italic}
-table.text td{text-align:left}.note{color:#555;background:#f6f8fa;padding:8px 12px;border-left:3px solid #9ab}"""
+table.text td{text-align:left}table.text code{font-size:11px;word-break:break-all}.note{color:#555;background:#f6f8fa;padding:8px 12px;border-left:3px solid #9ab}"""
 
 
 def render_html(data: dict, charts: dict[str, str | None], rollout_charts: dict[str, str]) -> str:
@@ -316,11 +322,12 @@ def render_html(data: dict, charts: dict[str, str | None], rollout_charts: dict[
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>aipulse review {data['from'][:10]}"
              f" to {data['to'][:10]}</title><style>{CSS}</style></head><body>",
              "<h1>aipulse monthly review</h1>",
-             f"<p class=sub>{html.escape(data['from'])} to {html.escape(data['to'])} (end exclusive), "
-             f"{html.escape(where)}; generated {html.escape(data['generated_at'])} from the ClickHouse window rows "
+             f"<p class=sub>{_day(data['from'])} to {_day(data['to'])} UTC (end exclusive), "
+             f"{html.escape(where)}; generated {_day(data['generated_at'])} UTC from the ClickHouse window rows "
              "(the same read as <code>aipulse metrics</code>).</p>"]
     parts.append("<h2>Summary by feature and model</h2>")
-    rows = [[html.escape(r["feature"]), html.escape(r["model"]), *_figure_cells(r)] for r in data["by_feature_model"]]
+    rows = [[html.escape(r["feature"] or "(no feature)"), html.escape(r["model"] or "(no model)"), *_figure_cells(r)]
+            for r in data["by_feature_model"]]
     rows += [["<b>all</b>", "", *_figure_cells(r)] for r in data["total"]]
     parts.append(_table(["feature", "model", *FIGURE_HEADERS], rows, "figures") if rows
                  else "<p class=note>No window rows in this range.</p>")
@@ -356,7 +363,8 @@ def render_html(data: dict, charts: dict[str, str | None], rollout_charts: dict[
         parts.append(_table(
             ["interaction", "model / arm", "when", "outcome", "thumbs down", "corrections", "prompt", "response",
              "correction"],
-            [[f"<code>{html.escape(e['interaction_id'][:16])}</code>", html.escape(f"{e['model']} / {e['variant']}"),
+            [[f"<code>{html.escape(e['interaction_id'])}</code>",
+              html.escape((e["model"] or "(no model)") + (f" / {e['variant']}" if e["variant"] else "")),
               e["ts"][:19].replace("T", " "),
               html.escape(e["outcome"] + (f" (depth {e['fallback_depth']})" if e["fallback_depth"] else "")
                           + (f" {e['error_type']}" if e["error_type"] else "")),
