@@ -114,6 +114,8 @@ def project(client, settings: Settings, start: datetime, end: datetime, volume_p
     daily = volume_per_day * mean
     models = []
     for r in rows:
+        if not r["requests"]:  # a shadow candidate's row: no user traffic to project
+            continue
         d = dist.get((r["feature"], r["model"]))
         share = r["requests"] / n
         models.append({
@@ -163,7 +165,7 @@ def render_text(p: dict) -> str:
     head = f"{'feature':<16}{'model':<20}{'req share':>10}{'cost share':>11}{'$/request':>12}{'P95 $/req':>12}{'$/day':>12}"
     lines += [head, "-" * len(head)]
     for m in p["models"]:
-        lines.append(f"{m['feature'][:15]:<16}{m['model'][:19]:<20}{100 * m['request_share']:>9.1f}%"
+        lines.append(f"{m['feature'][:15]:<16}{(m['model'] or '(no model)')[:19]:<20}{100 * m['request_share']:>9.1f}%"
                      f"{'-' if m['cost_share'] is None else format(100 * m['cost_share'], '.1f') + '%':>11}"
                      f"{usd(m['cost_per_request_usd']):>12}{usd(m['p95_cost_per_request_usd']):>12}"
                      f"{usd(m['projected_daily_usd']):>12}")
