@@ -104,9 +104,17 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     else:
         say("  no Alertmanager (install prometheus-alertmanager): alerts are read from ClickHouse only")
 
+    client = client_for_url(clickhouse_url(settings))
+    base = service
+    for run_no in range(2, 100):
+        if not still_firing(client, settings, service):
+            break
+        service = f"{base}-{run_no}"
+    if service != base:
+        say(f"  alerts of an earlier demo still fire for service '{base}' (they resolve only after their "
+            f"resolve_after): this run is service '{service}', so its alerts and rollback are its own")
     aipulse.init(kafka_bootstrap=kafka_bootstrap(settings), service=service, user_salt=secrets.token_hex(16),
                  capture_text=True, max_queue_events=50_000)
-    client = client_for_url(clickhouse_url(settings))
     cond = Conditions()
     app = SupportAssistant(cond)
     phases = timeline(duration)
@@ -227,6 +235,14 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     receiver.close()
     stored = total[0]["requests"] + total[0]["late"] if total else 0
     return 0 if stored >= app.handled else 1
+
+
+def still_firing(client, settings: Settings, service: str) -> int:
+    """How many alerts of ``service`` are firing now (latest row firing), from the alerts table."""
+    return client.query(
+        "SELECT count() FROM (SELECT alert_id, argMax(status, at) AS st FROM "
+        f"{settings.database}.alerts WHERE service = {{s:String}} GROUP BY alert_id) WHERE st = 'firing'",
+        parameters={"s": service}).result_rows[0][0]
 
 
 def started_since(notice, t: float) -> bool:
