@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -235,15 +236,23 @@ def draw_table(ax, panel, frames, max_rows: int = 12) -> int:
         return 0
     cells = [[fmt_value(v, _unit_of(panel, c)) if isinstance(v, (int, float)) else "-" if v is None else str(v)
               for c, v in zip(cols, r)] for r in rows[:max_rows]]
-    t = ax.table(cellText=cells, colLabels=cols, loc="upper center", cellLoc="right", colLoc="center")
+    # Wide tables (the rollout deltas) get headers wrapped at "_" so no header prints over its
+    # neighbour; the header row grows to the wrapped lines.
+    box_w_in = ax.get_position().width * ax.figure.get_figwidth()
+    fits = max(6, int(box_w_in / max(1, len(cols)) * 72 / 4.2))  # characters per column at 6.5 pt
+    labels = [c if len(c) <= fits else "\n".join(textwrap.wrap(c.replace("_", " "), fits)).replace(" ", "_")
+              for c in cols]
+    lines = max(label.count("\n") + 1 for label in labels)
+    t = ax.table(cellText=cells, colLabels=labels, loc="upper center", cellLoc="right", colLoc="center")
     t.auto_set_font_size(False)
-    t.set_fontsize(6.5)
+    t.set_fontsize(6.5 if len(cols) <= 12 else 5.5)
     t.scale(1, 1.05)
     for (r, _c), cell in t.get_celld().items():
         cell.set_edgecolor("0.85")
         if r == 0:
             cell.set_facecolor("#eef1f5")
             cell.set_text_props(weight="bold")
+            cell.set_height(cell.get_height() * lines)
     if len(rows) > max_rows:
         ax.text(1, 0, f"{len(rows) - max_rows} more rows", ha="right", va="bottom", fontsize=6, color="0.4",
                 transform=ax.transAxes)
