@@ -169,7 +169,7 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
             total = metrics_query(client, settings, [], started - w, now + w, where={"service": [service]})
             view.update(Snapshot(now - started, duration, cond.phase, app.rollout.stage, app.breaker.state,
                                  aipulse.stats()["emitted"], rows, total[0] if total else None,
-                                 receiver.snapshot(), started))
+                                 ours(), started))
             if finished:
                 break
     ended = time.time()
