@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grafana"))
 
-from seed import Knobs, generate, store  # noqa: E402  (tests/grafana/seed.py)
+from seed import Knobs, generate, interactions, store  # noqa: E402  (tests/grafana/seed.py)
 
 from aipulse.contract import Feedback  # noqa: E402
 
@@ -73,6 +73,11 @@ def seeded(clickhouse_url):
     events += [Feedback(event_id=f"{d.event_id}-c", interaction_id=d.interaction_id, service="svc",
                         ts=d.ts + timedelta(seconds=1), feedback_type="human_correction", correction="fixed answer")
                for d in downs[::4]]
+    # a shadow candidate beside some calls: its window rows carry no user requests (the review
+    # shows them, the cost model must not divide by their zero requests)
+    events += [i.model_copy(update={"event_id": f"{i.event_id}-sh", "interaction_id": f"{i.event_id}-sh",
+                                    "model": "cand", "shadow": True, "shadow_of": i.interaction_id})
+               for i in interactions(events)[::50]]
     store(client, db, events)
     t = SEED_START + timedelta(minutes=62)
     alerts = [_alert("canary_error_rate", "firing", "chat", "candidate", t, t, "warning"),

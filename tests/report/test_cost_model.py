@@ -41,6 +41,7 @@ def test_projection_at_observed_volume_is_observed_cost(seeded):
     assert lo < p["projected_daily_usd"] < hi
     assert sum(r["projected_daily_usd"] for r in p["models"]) == pytest.approx(p["projected_daily_usd"], rel=1e-9)
     assert sum(r["request_share"] for r in p["models"]) == pytest.approx(1)
+    assert "cand" not in {r["model"] for r in p["models"]}  # the shadow candidate: no user traffic
     # the P95 and spread of the per-request cost, from the seeded events themselves
     costs = sorted(i.cost_usd for i in interactions_of(seeded.events))
     exact_p95 = costs[math.floor(0.95 * (len(costs) - 1))]

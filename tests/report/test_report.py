@@ -67,6 +67,7 @@ def test_report_numbers_equal_aipulse_metrics(seeded, built):
     # and the table a reader sees shows those numbers
     for r in data["by_feature_model"]:
         assert f"<td>{r['requests']:,}</td>" in text
+    assert any(r["model"] == "cand" and r["requests"] == 0 for r in data["by_feature_model"])  # the shadow rows
     # independent oracle: the seeded interactions
     n = len(interactions_of(seeded.events))
     assert data["total"][0]["requests"] == n
