@@ -9,6 +9,7 @@ export DEBIAN_FRONTEND=noninteractive
 declare -A PACKAGES=(
   [prometheus-alertmanager]=prometheus-alertmanager   # alerts: routing/grouping/delivery (+ amtool)
   [prometheus]=promtool                               # promtool, to check generated rule files
+  [chromium]=chromium                                 # headless browser: tests/report opens the review
 )
 
 missing=()

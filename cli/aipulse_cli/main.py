@@ -4,6 +4,8 @@
     aipulse migrate [--cluster NAME] [--print]
     aipulse schema
     aipulse metrics --group-by feature,model --from -15m [--where model=gpt-4o] [--json]
+    aipulse report --from -30d --to now --out review.html
+    aipulse cost-model --volume 10000/day [--feature F] [--ceiling USD] [--json]
     aipulse demo [--out DIR] [--speed N] [--seconds 300]
     aipulse grafana export | deploy | render
     aipulse worker
@@ -44,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("migrate", "apply ClickHouse schema migrations"),
     "schema": ("schema", "print the event JSON Schema"),
     "metrics": ("metrics", "windowed metrics per group, read from ClickHouse"),
+    "report": ("report", "the monthly review as one self-contained HTML file"),
+    "cost-model": ("cost_model", "projected daily and monthly cost at a request volume"),
     "demo": ("demo", "a support assistant on real-trace traffic, an incident, alerts, charts, dashboards"),
     "grafana": ("grafana", "Grafana provisioning: export the files, deploy to a running Grafana, render previews"),
     "worker": ("worker", "run one stream worker configured from AIPULSE_* (as compose and deployments start it)"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,10 @@ NICE_INTERVALS_S = (10, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600,
 MIN_INTERVAL_S = 10                     # the base window: finer buckets would be empty
 COLORS = {"green": "#37872d", "red": "#c4162a", "orange": "#fa6400", "yellow": "#e0b400", "blue": "#1f60c4"}
 DB_IN_JSON = "aipulse"
+HEADER_IN = 0.95                        # board title and subtitle above the grid
+PANEL_GAP_IN = 0.05                     # space between neighbouring panels
+TITLE_IN = 0.38                         # the panel title, inside the panel's box
+LEGEND_IN = 0.75                        # x tick labels and legend below a timeseries or bar plot
 
 
 # ------------------------------------------------------------------ units (Grafana's names)
@@ -118,14 +123,21 @@ def run_target(client, target: dict, start, end, interval_s, vars_, database: st
 
 def long_to_series(cols: list[str], rows: list[list]) -> dict[str, tuple[list, list]]:
     """The plugin's time-series frames: column 0 is time, string columns are labels, each
-    numeric column is a value; one series per (value column, label values)."""
+    numeric column is a value; one series per (value column, label values).
+
+    A row whose labels are all empty (window rows with no model, e.g. requests whose whole
+    fallback chain failed) is its own series named ``(no model)``, not the bare value
+    column's name; a series with no finite value is dropped (it would only add a legend entry).
+    """
     if not rows:
         return {}
     labels = [i for i in range(1, len(cols)) if isinstance(rows[0][i], str)]
     values = [i for i in range(1, len(cols)) if i not in labels]
     series: dict[str, tuple[list, list]] = {}
     for r in rows:
-        lab = " ".join(str(r[i]) for i in labels)
+        lab = " ".join(str(r[i]) for i in labels).strip()
+        if labels and not lab:
+            lab = "(no " + " ".join(cols[i] for i in labels) + ")"
         for i in values:
             name = (f"{cols[i]} {lab}" if len(values) > 1 else lab or cols[i]).strip() or cols[i]
             xs, ys = series.setdefault(name, ([], []))
@@ -133,7 +145,7 @@ def long_to_series(cols: list[str], rows: list[list]) -> dict[str, tuple[list, l
             xs.append(t if t.tzinfo else t.replace(tzinfo=timezone.utc))
             v = r[i]
             ys.append(float("nan") if v is None else float(v))
-    return series
+    return {k: v for k, v in series.items() if any(y == y for y in v[1])}
 
 
 # ------------------------------------------------------------------ drawing
@@ -182,7 +194,8 @@ def draw_timeseries(ax, panel, frames) -> int:
     ax.grid(True, alpha=0.25)
     leg = _legend(panel)
     if leg.get("showLegend", True) and leg.get("displayMode") != "hidden" and ax.lines:
-        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, frameon=False)
+        h_in = ax.get_position().height * ax.figure.get_figheight()  # below the tick labels, in inches
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.24 / h_in), ncol=4, frameon=False)
     return n
 
 
@@ -221,17 +234,25 @@ def draw_table(ax, panel, frames, max_rows: int = 12) -> int:
     if not rows:
         ax.text(0.5, 0.5, "No data", ha="center", va="center", color="0.5", transform=ax.transAxes)
         return 0
-    cells = [[fmt_value(v, _unit_of(panel, c)) if isinstance(v, (int, float)) else str(v)
+    cells = [[fmt_value(v, _unit_of(panel, c)) if isinstance(v, (int, float)) else "-" if v is None else str(v)
               for c, v in zip(cols, r)] for r in rows[:max_rows]]
-    t = ax.table(cellText=cells, colLabels=cols, loc="upper center", cellLoc="right", colLoc="center")
+    # Wide tables (the rollout deltas) get headers wrapped at "_" so no header prints over its
+    # neighbour; the header row grows to the wrapped lines.
+    box_w_in = ax.get_position().width * ax.figure.get_figwidth()
+    fits = max(6, int(box_w_in / max(1, len(cols)) * 72 / 4.2))  # characters per column at 6.5 pt
+    labels = [c if len(c) <= fits else "\n".join(textwrap.wrap(c.replace("_", " "), fits)).replace(" ", "_")
+              for c in cols]
+    lines = max(label.count("\n") + 1 for label in labels)
+    t = ax.table(cellText=cells, colLabels=labels, loc="upper center", cellLoc="right", colLoc="center")
     t.auto_set_font_size(False)
-    t.set_fontsize(6.5)
+    t.set_fontsize(6.5 if len(cols) <= 12 else 5.5)
     t.scale(1, 1.05)
     for (r, _c), cell in t.get_celld().items():
         cell.set_edgecolor("0.85")
         if r == 0:
             cell.set_facecolor("#eef1f5")
             cell.set_text_props(weight="bold")
+            cell.set_height(cell.get_height() * lines)
     if len(rows) > max_rows:
         ax.text(1, 0, f"{len(rows) - max_rows} more rows", ha="right", va="bottom", fontsize=6, color="0.4",
                 transform=ax.transAxes)
@@ -289,30 +310,34 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
     plt.rcParams["text.parse_math"] = False  # "$" in SQL, PromQL and USD values is text
     panels = board["panels"]
     rows_total = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig_w, head = GRID_COLS * CELL_W_IN, 1.3
-    fig_h = rows_total * CELL_H_IN + head
+    fig_w = GRID_COLS * CELL_W_IN
+    fig_h = rows_total * CELL_H_IN + HEADER_IN
     fig = plt.figure(figsize=(fig_w, fig_h))
-    fig.text(0.01, 1 - 0.35 / fig_h, board["title"], fontsize=15, weight="bold", va="top")
-    fig.text(0.01, 1 - 0.7 / fig_h, f"{start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC, every variable = All"
+    fx, fy = (lambda inch: inch / fig_w), (lambda inch: inch / fig_h)  # inches -> figure fractions
+    fig.text(fx(0.12), 1 - fy(0.18), board["title"], fontsize=15, weight="bold", va="top")
+    fig.text(fx(0.12), 1 - fy(0.62), f"{start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC, every variable = All"
              "  |  aipulse preview, not Grafana: same JSON, same SQL", fontsize=8, color="0.35", va="top")
     vars_ = variables(client, board, start, end, database)
     interval = interval_for(start, end)
     drawn: dict = {}
     for p in panels:
         g = p["gridPos"]
-        left, width = g["x"] / GRID_COLS, g["w"] / GRID_COLS
-        top = 1 - (head + g["y"] * CELL_H_IN) / fig_h
-        height = g["h"] * CELL_H_IN / fig_h
-        frame = fig.add_axes([left + 0.004, top - height + 0.004, width - 0.008, height - 0.008])
+        # The panel's box, inside its grid cell with a gap; its title inside the box (as Grafana
+        # draws the panel header), so no title ever overlaps the header or the panel above.
+        x0, w = g["x"] * CELL_W_IN + PANEL_GAP_IN, g["w"] * CELL_W_IN - 2 * PANEL_GAP_IN
+        top, h = HEADER_IN + g["y"] * CELL_H_IN + PANEL_GAP_IN, g["h"] * CELL_H_IN - 2 * PANEL_GAP_IN
+        frame = fig.add_axes([fx(x0), 1 - fy(top + h), fx(w), fy(h)])
         frame.set_xticks([])
         frame.set_yticks([])
         for s in frame.spines.values():
             s.set_color("0.82")
         unit = _unit_of(p)
-        frame.set_title(p.get("title", ""), fontsize=9, loc="left", weight="bold")
-        pad_b = 0.32 if p["type"] in ("timeseries", "barchart") else 0.06
-        ax = fig.add_axes([left + 0.03 * width + 0.012, top - height + height * pad_b,
-                           width * 0.94 - 0.02, height * (0.86 - pad_b)])
+        frame.text(fx(0.1) / fx(w), 1 - 0.08 / h, p.get("title", ""), fontsize=9, weight="bold", va="top",
+                   ha="left", transform=frame.transAxes)
+        legend_in = LEGEND_IN if p["type"] in ("timeseries", "barchart") else 0.08
+        left_in = 0.55 if p["type"] in ("timeseries", "barchart") else 0.15
+        ax = fig.add_axes([fx(x0 + left_in), 1 - fy(top + h - legend_in), fx(w - left_in - 0.15),
+                           fy(max(0.2, h - TITLE_IN - legend_in))])
         ds = (p.get("datasource") or {}).get("type", "")
         targets = [t for t in p.get("targets") or [] if not t.get("hide")]
         if p["type"] == "alertGroups":
@@ -343,7 +368,8 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
         if n == 0 and kind == "timeseries":
             ax.text(0.5, 0.5, "No data", ha="center", va="center", color="0.5", transform=ax.transAxes)
         if unit and kind == "timeseries":
-            frame.set_title(f"[{unit}]", fontsize=7, loc="right", color="0.45")
+            frame.text(1 - 0.1 / w, 1 - 0.1 / h, f"[{unit}]", fontsize=7, ha="right", va="top", color="0.45",
+                       transform=frame.transAxes)
         drawn[p["title"] + ("" if p["title"] not in drawn else f" #{p['id']}")] = n
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

@@ -58,3 +58,13 @@ def test_units_thresholds_and_long_frames():
     assert set(s) == {"a", "b"} and len(s["a"][0]) == 2
     assert interval_for(t0, t0 + timedelta(hours=1)) == 10
     assert interval_for(t0, t0 + timedelta(days=7)) == 1800
+
+
+def test_alerts_of_an_earlier_run_are_not_this_runs():
+    from types import SimpleNamespace
+
+    from aipulse_cli.demo.run import started_since
+
+    t = datetime(2026, 12, 2, 13, 12, 1, tzinfo=timezone.utc).timestamp()
+    n = SimpleNamespace(starts_at="2026-12-02T13:12:01.123456789Z")  # Alertmanager's nanoseconds
+    assert started_since(n, t) and not started_since(n, t + 60)

@@ -40,6 +40,7 @@ BREAKER_RESET_S = 8.0       # real seconds: the demo's minutes are short
 FEEDBACK_SHARE = 0.3        # users who click thumbs up/down
 CORRECTION_SHARE = 0.25     # of thumbs-down, an agent also writes a correction
 GROUND_TRUTH_SHARE = 0.2    # of triage tickets, labelled later by an agent
+TASK_SHARE = 0.35           # of answers, the app later learns whether the user's task got done
 ROLLOUT = "support-prompt-v2"
 
 
@@ -135,7 +136,10 @@ class SimulatedModel:
         quality = p.quality + (self.cond.canary_quality if variant == "candidate" else 0.0)
         good = rng.random() < quality
         conf = min(0.99, max(0.05, rng.betavariate(8, 2) if good else rng.betavariate(3, 3)))
-        return Answer(f"[{self.name}] answer to a {req.input_tokens}-token ticket", good, round(conf, 3), self.name)
+        text = f"[{self.name}] {'a good' if good else 'a poor'} answer to a {req.input_tokens}-token ticket"
+        if call is not None:  # kept only where the app enabled text capture (the demo does)
+            call.update(prompt=f"({req.source} ticket of {req.input_tokens} tokens, simulated)", response=text)
+        return Answer(text, good, round(conf, 3), self.name)
 
 
 class SupportAssistant:
@@ -209,9 +213,15 @@ class SupportAssistant:
         self._react(answer, fields)
 
     def _react(self, answer: Answer, fields: dict, iid: str | None = None) -> None:
-        """The user's thumbs (and an agent's correction) on some answers."""
+        """The user's thumbs (and an agent's correction) on some answers; whether the task got
+        done (the ticket closed without a reopen) on others."""
         iid = iid or _last_id()
-        if not iid or self.rng.random() >= FEEDBACK_SHARE:
+        if not iid:
+            return
+        if self.rng.random() < TASK_SHARE:
+            done = self.rng.random() < (0.92 if answer.good else 0.35)
+            aipulse.feedback(iid, "task_completed" if done else "task_failed", user_id=fields.get("user_id"))
+        if self.rng.random() >= FEEDBACK_SHARE:
             return
         up = self.rng.random() < (0.9 if answer.good else 0.25)
         aipulse.feedback(iid, "thumbs_up" if up else "thumbs_down", user_id=fields.get("user_id"))

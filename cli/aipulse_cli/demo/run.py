@@ -6,13 +6,14 @@ alerts through Alertmanager, a live view, then a summary, charts and dashboard p
 Steps: start what is not running (`aipulse up`), point the local Alertmanager's webhook at a
 receiver this process runs, replay the trace (arrival times and token counts, sped up) through
 :class:`~aipulse_cli.demo.app.SupportAssistant`, follow :func:`~.scenario.timeline`, show
-rolling figures read back from ClickHouse, and at the end write PNG charts and one PNG per
-provisioned dashboard into ``--out``.
+rolling figures read back from ClickHouse, and at the end write PNG charts, one PNG per
+provisioned dashboard and the review of the run (``aipulse report``, review.html) into ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 import threading
@@ -29,6 +30,7 @@ from aipulse_stream.config import Settings
 from aipulse_stream.readside.chart import write_demo_charts
 from aipulse_stream.readside.metrics_cli import render_table
 from aipulse_stream.readside.query import metrics_query
+from aipulse_stream.readside.report import build_report
 from aipulse_stream.storage.clickhouse import client_for_url
 
 from .app import Conditions, SupportAssistant
@@ -43,6 +45,7 @@ REFRESH_S = 2.0              # live view: how often ClickHouse is read
 DRAIN_S = 60.0               # after traffic: wait this long at most for pending notifications
 STORE_TIMEOUT_S = 120.0
 SERVICE = "support"
+STALE_SLACK_S = 5.0          # an alert that began this long before the run still counts as its own
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,21 +109,33 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     else:
         say("  no Alertmanager (install prometheus-alertmanager): alerts are read from ClickHouse only")
 
+    client = client_for_url(clickhouse_url(settings))
+    base = service
+    for run_no in range(2, 100):
+        if not still_firing(client, settings, service):
+            break
+        service = f"{base}-{run_no}"
+    if service != base:
+        say(f"  alerts of an earlier demo still fire for service '{base}' (they resolve only after their "
+            f"resolve_after): this run is service '{service}', so its alerts and rollback are its own")
     aipulse.init(kafka_bootstrap=kafka_bootstrap(settings), service=service, user_salt=secrets.token_hex(16),
                  capture_text=True, max_queue_events=50_000)
-    client = client_for_url(clickhouse_url(settings))
     cond = Conditions()
     app = SupportAssistant(cond)
     phases = timeline(duration)
     rollbacks: list[tuple[float, str]] = []
+    started = time.time()
 
     def on_notice(n) -> None:  # the canary runbook: roll back at once
-        if n.status == "firing" and n.rule.startswith("canary_") and app.rollout.stage > 0:
+        if (n.status == "firing" and n.rule.startswith("canary_") and app.rollout.stage > 0
+                and started_since(n, started)):
             app.rollout.set_stage(0)
             rollbacks.append((time.time(), n.rule))
     receiver.on_notice(on_notice)
 
-    started = time.time()
+    def ours() -> list:
+        return [n for n in receiver.snapshot() if started_since(n, started)]
+
     done = threading.Event()
     phase_log: list[tuple[float, str, str]] = []
     failures: list[str] = []
@@ -159,7 +174,7 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
             total = metrics_query(client, settings, [], started - w, now + w, where={"service": [service]})
             view.update(Snapshot(now - started, duration, cond.phase, app.rollout.stage, app.breaker.state,
                                  aipulse.stats()["emitted"], rows, total[0] if total else None,
-                                 receiver.snapshot(), started))
+                                 ours(), started))
             if finished:
                 break
     ended = time.time()
@@ -179,11 +194,11 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
         time.sleep(1)
     # Resolved notifications of the incident follow the recovery by resolve_after + group_interval.
     drain_until = time.monotonic() + DRAIN_S
-    while time.monotonic() < drain_until and _open_alerts(receiver.snapshot()):
+    while time.monotonic() < drain_until and _open_alerts(ours()):
         time.sleep(2)
     aipulse.close()
 
-    notices = receiver.snapshot()
+    notices = ours()
     say()
     say(summary(notices, phase_log, rollbacks, started))
     rows = metrics_query(client, settings, ["feature", "model"], started - 60, ended + 60, where={"service": [service]})
@@ -205,13 +220,37 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
             say(f"dashboard previews (not Grafana): {len(boards)} PNGs in {out_dir / 'dashboards'}")
         except ImportError as err:
             say(f"dashboard previews skipped: {err}")
+    review = out_dir / "review.html"
+    t0, t1 = (datetime.fromtimestamp(t, timezone.utc) for t in (started - 60, ended + 60))
+    build_report(client, settings, t0, t1, review, where={"service": [service]})
+    say(f"monthly review of the demo's range (aipulse report): {review}")
     say()
     say(f"next: aipulse metrics --group-by feature,variant --from -15m --where service={service}")
     say("      aipulse grafana render --out previews --from -15m")
+    say(f"      aipulse cost-model --volume 10000/day --from -15m --where service={service}")
     say("the stack keeps running; stop it with: aipulse down")
     receiver.close()
     stored = total[0]["requests"] + total[0]["late"] if total else 0
     return 0 if stored >= app.handled else 1
+
+
+def still_firing(client, settings: Settings, service: str) -> int:
+    """How many alerts of ``service`` are firing now (latest row firing), from the alerts table."""
+    return client.query(
+        "SELECT count() FROM (SELECT alert_id, argMax(status, at) AS st FROM "
+        f"{settings.database}.alerts WHERE service = {{s:String}} GROUP BY alert_id) WHERE st = 'firing'",
+        parameters={"s": service}).result_rows[0][0]
+
+
+def started_since(notice, t: float) -> bool:
+    """Whether an alert began in this run: on a warm stack Alertmanager keeps re-sending the
+    alerts of an earlier run that still fire (same service), which must not roll back this
+    run's canary nor appear in its summary."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", (notice.starts_at or "").replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text).timestamp() >= t - STALE_SLACK_S
+    except ValueError:
+        return True
 
 
 def _open_alerts(notices) -> set:

@@ -28,6 +28,28 @@ def window_series(client, settings: Settings, service: str, start: float, end: f
     ).result_rows
 
 
+MARK_MERGE_S = 3.0  # alert marks this close (one Alertmanager group) share one line and label
+
+
+def merge_marks(alerts) -> list[tuple[float, str, list[str]]]:
+    """(time, status, rule) marks -> (time, status, [rules]) with near-simultaneous marks of the
+    same status merged, so their rotated labels do not print over each other.
+
+        >>> merge_marks([(10.0, "firing", "a"), (11.0, "firing", "b"), (30.0, "firing", "a")])
+        [(10.0, 'firing', ['a', 'b']), (30.0, 'firing', ['a'])]
+    """
+    out: list[tuple[float, str, list[str]]] = []
+    for ts, status, rule in sorted(alerts):
+        for t0, st, rules in out:
+            if st == status and abs(ts - t0) <= MARK_MERGE_S:
+                if rule not in rules:
+                    rules.append(rule)
+                break
+        else:
+            out.append((ts, status, [rule]))
+    return out
+
+
 def write_latency_chart(client, settings: Settings, service: str, start: float, end: float, path: Path) -> Path | None:
     import matplotlib
 
@@ -135,13 +157,13 @@ def write_demo_charts(client, settings: Settings, service: str, start: float, en
             ax.axvline(t(ts), color="0.6", lw=0.8, ls=":")
             ax.text(t(ts), top, f" {name}", fontsize=7, color="0.4", va="top", rotation=90)
         seen = set()
-        for ts, status, rule in alerts:
+        for ts, status, rules in merge_marks(alerts):
             firing = status == "firing"
             label = ("alert fired" if firing else "alert resolved")
             ax.axvline(t(ts), color="tab:red" if firing else "tab:green", lw=1.0, ls="-" if firing else "--",
                        alpha=0.8, label=None if label in seen else label)
             seen.add(label)
-            ax.text(t(ts), top * 0.97, f" {rule}", fontsize=6.5, rotation=90, va="top",
+            ax.text(t(ts), top * 0.97, " " + ", ".join(rules), fontsize=6.5, rotation=90, va="top",
                     color="tab:red" if firing else "tab:green")
         if stem == "p99":
             ax.set_yscale("log")
