@@ -111,7 +111,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 if self._resync:
-                    await self.perform_seek()
+                    await self._seek_back()
                     self._resync = False
                 batch, epochs = await self._gather(max_events, max_wait, consumer_stopped, fetcher_stopped)
                 if not batch:
@@ -166,16 +166,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if self.should_stop:
                 return [], {}
             gen_now = self.app.consumer_generation_id
-            if not self.flow_active:
-                # Fetched while a rebalance stopped the flow: Faust seeks back to the commits.
-                try:
-                    await self.perform_seek()
-                except Exception as exc:
-                    log.warning("seek to committed offsets failed: %r", exc)
-                return [], {}
             if generation is None:
                 generation = gen_now
-            elif gen_now != generation:
+            if not self.flow_active or gen_now != generation:
+                # A rebalance stopped the flow, or one ended while this batch was gathered: what
+                # was gathered may be from before it, and what this fetch returned from after
+                # its seek. Drop both and seek back to the commits, or the partitions would go
+                # on from past the dropped records (the middle of an offset block).
+                await self._seek_back()
                 return [], {}
             for tp, recs in (records or {}).items():
                 if not recs or (active is not None and tp not in active and tp not in self._buffered_partitions):
@@ -197,6 +195,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 break
             await asyncio.sleep(0)
         return batch, epochs
+
+    async def _seek_back(self) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:
+            # Faust's own getmany logs and goes on the same way; the next rebalance seeks again.
+            log.warning("seek to committed offsets failed: %r", exc)
 
     def _export_lag(self, epochs: dict, ackable: dict[int, int]) -> None:
         for p, (tp, _e) in epochs.items():
