@@ -29,6 +29,7 @@ def test_the_consumer_methods_we_use_or_replace_exist_with_their_signatures():
     assert list(inspect.signature(C._wait_next_records).parameters) == ["self", "timeout"]
     assert list(inspect.signature(C._new_offset).parameters) == ["self", "tp"]
     assert list(inspect.signature(C.perform_seek).parameters) == ["self"]
+    assert list(inspect.signature(C._commit_offsets).parameters) == ["self", "offsets", "start_new_transaction"]
     assert list(inspect.signature(C.on_partitions_revoked).parameters) == ["self", "revoked"]
     assert inspect.iscoroutinefunction(C._wait_next_records)
     assert inspect.iscoroutinefunction(C.on_partitions_revoked)

@@ -92,6 +92,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._n_acked += offset + 1 - start
         self._ack_next[tp] = offset + 1
 
+    async def _commit_offsets(self, offsets, start_new_transaction: bool = True) -> bool:
+        did_commit = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        if did_commit:
+            crashpoints.reached("after_commit")
+        return did_commit
+
     def _note_first(self, tp: TP, first_offset: int) -> None:
         if tp not in self._ack_next:
             committed = self._committed_offset[tp]
