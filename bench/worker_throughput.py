@@ -13,11 +13,11 @@ What it does, in one run:
    the exact JSON layout the SDK sends, token counts from the real Azure LLM trace
    (../shared/data/azure-llm-trace-2023, CC-BY 4.0, Patel et al., ISCA 2024), latency,
    model and outcome synthesized, event times spread over the last hour;
-3. baseline: a bare aiokafka consumer (own group) reads every message and ``json.loads`` it;
-   a second pass also parses each message with the event contract
-   (``aipulse.contract.parse_event``, pydantic), the first step of the worker's work;
+3. baseline: a bare aiokafka consumer (own group) reads every message and ``json.loads`` it,
+   before the worker and again after it (the machine is shared; the mean is the baseline);
+   ``--contract-baseline`` adds a pass parsing with the event contract (pydantic);
 4. the worker: one ``python -m aipulse_stream.worker`` (own group) on that topic; measured
-   from the moment it is ready until every event is stored and aggregated: validated, raw rows
+   from its first consumed record until every event is stored and aggregated: validated, raw rows
    inserted, feedback joined, window rows and partition progress inserted (the run is done
    when ``sum(events)`` of ``partition_progress FINAL`` for the topic equals what was sent);
 5. checks the stored counts against what was sent, prints the table, stops what it started.

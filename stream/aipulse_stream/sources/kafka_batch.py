@@ -172,13 +172,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if self.should_stop:
                 return [], {}
             gen_now = self.app.consumer_generation_id
-            if generation is None:
-                generation = gen_now
+            if not batch:
+                generation = gen_now  # what this fetch returned belongs to the current generation
             if not self.flow_active or gen_now != generation:
                 # A rebalance stopped the flow, or one ended while this batch was gathered: what
                 # was gathered may be from before it, and what this fetch returned from after
                 # its seek. Drop both and seek back to the commits, or the partitions would go
                 # on from past the dropped records (the middle of an offset block).
+                log.info("dropping a gathered batch of %d records (flow active: %s, generation %s -> %s)",
+                         len(batch), self.flow_active, generation, gen_now)
                 await self._seek_back()
                 return [], {}
             for tp, recs in (records or {}).items():
