@@ -13,11 +13,11 @@ What it does, in one run:
    the exact JSON layout the SDK sends, token counts from the real Azure LLM trace
    (../shared/data/azure-llm-trace-2023, CC-BY 4.0, Patel et al., ISCA 2024), latency,
    model and outcome synthesized, event times spread over the last hour;
-3. baseline: a bare aiokafka consumer (own group) reads every message and ``json.loads`` it;
-   a second pass also parses each message with the event contract
-   (``aipulse.contract.parse_event``, pydantic), the first step of the worker's work;
+3. baseline: a bare aiokafka consumer (own group) reads every message and ``json.loads`` it,
+   before the worker and again after it (the machine is shared; the mean is the baseline);
+   ``--contract-baseline`` adds a pass parsing with the event contract (pydantic);
 4. the worker: one ``python -m aipulse_stream.worker`` (own group) on that topic; measured
-   from the moment it is ready until every event is stored and aggregated: validated, raw rows
+   from its first consumed record until every event is stored and aggregated: validated, raw rows
    inserted, feedback joined, window rows and partition progress inserted (the run is done
    when ``sum(events)`` of ``partition_progress FINAL`` for the topic equals what was sent);
 5. checks the stored counts against what was sent, prints the table, stops what it started.
@@ -47,6 +47,7 @@ DEFAULT_EVENTS = 200_000
 PARTITIONS = 4
 SPAN_S = 3600.0          # event times spread over the last hour
 WORKER_TIMEOUT_S = 600   # give up on the worker after this long
+POLL_S = 0.1             # how often the worker's /metrics is read (the worker's clock resolution)
 
 
 # ---------------------------------------------------------------- produce
@@ -97,12 +98,14 @@ async def bare_consume(bootstrap: str, topic: str, total: int, parse: str) -> di
     await consumer.start()
     n = 0
     first = None
+    cpu0 = None
     last_report = t0
     try:
         while n < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             if first is None and batches:
                 first = time.perf_counter()
+                cpu0 = time.process_time()
             for msgs in batches.values():
                 for msg in msgs:
                     decode(msg.value)
@@ -115,9 +118,18 @@ async def bare_consume(bootstrap: str, topic: str, total: int, parse: str) -> di
                 break
     finally:
         end = time.perf_counter()
+        cpu = time.process_time() - (cpu0 or time.process_time())
         await consumer.stop()
     # From the first fetched batch (group join and first fetch excluded: join_seconds).
-    return {"events": n, "seconds": end - (first or t0), "join_seconds": (first or end) - t0}
+    return {"events": n, "seconds": end - (first or t0), "join_seconds": (first or end) - t0,
+            "cpu_us_per_event": 1e6 * cpu / max(1, n)}
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- the worker
@@ -194,12 +206,14 @@ def run_worker(stack: BenchStack, topic: str, group: str, total: int, prof_path:
     say(f"  worker: ready after {t0 - t_spawn:.1f}s (pid {info['pid']}, metrics http://{info['address']}/metrics)")
     samples: list[tuple[float, float]] = []  # (time, consumed)
     done_at = None
+    first_at = None   # the first sample with a consumed record: the worker's clock starts there
+    cpu_first = cpu_done = None
     consumed = 0.0
     last_report = t0
     metrics: dict = {}
     try:
         while time.perf_counter() - t0 < WORKER_TIMEOUT_S:
-            time.sleep(0.25)
+            time.sleep(POLL_S)
             now = time.perf_counter()
             try:
                 metrics = scrape(info["address"])
@@ -207,8 +221,12 @@ def run_worker(stack: BenchStack, topic: str, group: str, total: int, prof_path:
             except OSError:
                 pass
             samples.append((now, consumed))
+            if first_at is None and consumed > 0:
+                first_at = now - POLL_S / 2  # the first batch arrived within the last poll interval
+                cpu_first = proc_cpu_s(info["pid"])
             if consumed >= total and progress_total(ch, db, topic) >= total:
                 done_at = time.perf_counter()
+                cpu_done = proc_cpu_s(info["pid"])
                 break
             if now - last_report >= 2:
                 last_report = now
@@ -223,12 +241,15 @@ def run_worker(stack: BenchStack, topic: str, group: str, total: int, prof_path:
     if done_at is None:
         say(f"  worker: NOT done after {WORKER_TIMEOUT_S}s (aggregated {stored_progress:,} of {total:,})")
     end = done_at or time.perf_counter()
+    start = first_at or t0
+    cpu_us = 1e6 * (cpu_done - cpu_first) / total if cpu_done is not None and cpu_first is not None else None
     # Steady state: the consumed counter between 10 % and 90 % of the events.
     lo = next((s for s in samples if s[1] >= 0.1 * total), None)
     hi = next((s for s in samples if s[1] >= 0.9 * total), None)
     steady = (hi[1] - lo[1]) / (hi[0] - lo[0]) if lo and hi and hi[0] > lo[0] else None
-    return {"events": stored_progress, "seconds": end - t0, "done": done_at is not None,
-            "startup_seconds": t0 - t_spawn, "steady_rate": steady, "metrics": metrics}
+    return {"events": stored_progress, "seconds": end - start, "done": done_at is not None,
+            "startup_seconds": t0 - t_spawn, "join_seconds": start - t0, "steady_rate": steady,
+            "cpu_us_per_event": cpu_us, "metrics": metrics}
 
 
 def check_storage(stack: BenchStack, service: str, topic: str, sent: dict) -> list[tuple[str, int, int]]:
@@ -338,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="interactions to produce (plus ~20%% feedback/evaluations)")
     ap.add_argument("--home", default=None, help="reuse this AIPULSE_HOME (default: a temporary one, removed at the end)")
     ap.add_argument("--seed", type=int, default=2023)
-    ap.add_argument("--skip-contract-baseline", action="store_true", help="only the json.loads baseline")
+    ap.add_argument("--contract-baseline", action="store_true", help="also a bare loop parsing with the contract (pydantic)")
     ap.add_argument("--profile", action="store_true", help="then cProfile Pipeline.process in-process")
     ap.add_argument("--profile-events", type=int, default=50_000)
     ap.add_argument("--profile-worker", action="store_true",
@@ -366,40 +387,53 @@ def main(argv: list[str] | None = None) -> int:
         say("baseline: bare aiokafka consumer + json.loads...")
         bare = asyncio.run(bare_consume(bootstrap, topic, total, "json"))
         contract = None
-        if not args.skip_contract_baseline:
+        if args.contract_baseline:
             say("baseline 2: bare aiokafka consumer + contract parse (pydantic)...")
             contract = asyncio.run(bare_consume(bootstrap, topic, total, "contract"))
 
         say("worker: one aipulse worker (validate, raw insert, join, window aggregation, window insert)...")
+        bare_before = bare
         stack.keep = stack.keep or args.profile_worker
         prof_path = str(stack.settings.state_dir / f"bench-worker-{run_id}.prof") if args.profile_worker else None
         worker = run_worker(stack, topic, f"bench-worker-{run_id}", total, prof_path)
         if prof_path:
             print_profile(prof_path, 30)
+        say("baseline again (the machine is shared: bare, worker, bare): bare aiokafka consumer + json.loads...")
+        bare_after = asyncio.run(bare_consume(bootstrap, topic, total, "json"))
         checks = check_storage(stack, service, topic, prod["counts"])
         if args.profile:
             asyncio.run(profile_pipeline(stack, topic, total, args.profile_events, 25))
 
     ok = worker["done"] and all(exp == got for _, exp, got in checks)
     rate = lambda r: r["events"] / r["seconds"] if r and r["seconds"] else 0.0  # noqa: E731
+    # The bare rate the worker is compared with: the mean of the runs before and after it.
+    bare = {"events": bare_before["events"], "seconds": (bare_before["seconds"] + bare_after["seconds"]) / 2,
+            "join_seconds": bare_before["join_seconds"],
+            "cpu_us_per_event": (bare_before["cpu_us_per_event"] + bare_after["cpu_us_per_event"]) / 2}
     bare_rate, worker_rate = rate(bare), rate(worker)
     say("")
     say(f"one worker vs a bare aiokafka loop, same topic, same run: {total:,} events "
         f"({prod['counts']['interaction']:,} interactions, {prod['counts']['feedback']:,} feedback, "
         f"{prod['counts']['evaluation']:,} evaluations), {PARTITIONS} partitions, {os.cpu_count()} CPUs")
-    say(f"{'':44}{'events':>10}{'seconds':>10}{'events/s':>12}{'vs bare':>10}")
-    say(f"{'bare aiokafka + json.loads (baseline)':44}{bare['events']:>10,}{bare['seconds']:>10.1f}{fmt_rate(bare_rate):>12}{'1.00x':>10}")
+    cpu = lambda r: f"{r['cpu_us_per_event']:.1f}" if r.get("cpu_us_per_event") is not None else "-"  # noqa: E731
+    say(f"{'':44}{'events':>10}{'seconds':>10}{'events/s':>12}{'vs bare':>10}{'CPU µs/ev':>11}")
+    for label, r in (("bare aiokafka + json.loads, before", bare_before), ("bare aiokafka + json.loads, after", bare_after)):
+        say(f"{label:44}{r['events']:>10,}{r['seconds']:>10.1f}{fmt_rate(rate(r)):>12}{rate(r) / bare_rate:>9.2f}x{cpu(r):>11}")
+    say(f"{'bare aiokafka + json.loads (mean: baseline)':44}{bare['events']:>10,}{bare['seconds']:>10.1f}"
+        f"{fmt_rate(bare_rate):>12}{'1.00x':>10}{cpu(bare):>11}")
     if contract:
         cr = rate(contract)
         say(f"{'bare aiokafka + contract parse (pydantic)':44}{contract['events']:>10,}{contract['seconds']:>10.1f}"
             f"{fmt_rate(cr):>12}{cr / bare_rate:>9.2f}x")
     say(f"{'aipulse worker, end to end (stored)':44}{worker['events']:>10,}{worker['seconds']:>10.1f}"
-        f"{fmt_rate(worker_rate):>12}{worker_rate / bare_rate:>9.2f}x")
+        f"{fmt_rate(worker_rate):>12}{worker_rate / bare_rate:>9.2f}x{cpu(worker):>11}")
     if worker["steady_rate"]:
         say(f"{'  worker steady state (10%..90% consumed)':44}{'':>10}{'':>10}{fmt_rate(worker['steady_rate']):>12}"
             f"{worker['steady_rate'] / bare_rate:>9.2f}x")
-    say(f"(worker seconds: from ready to the last window row stored; process start to ready "
-        f"took {worker['startup_seconds']:.1f}s more. bare seconds: first fetch to last decode; "
+    say(f"(worker seconds: from its first consumed record (read every {POLL_S}s) to the last window row "
+        f"stored; process start to ready took {worker['startup_seconds']:.1f}s and ready to first record "
+        f"{worker['join_seconds']:.1f}s more. CPU µs/ev: the whole worker process, all threads, from /proc; "
+        f"bare: this process's CPU time. bare seconds: first fetch to last decode; "
         f"group join and first fetch took {bare['join_seconds']:.1f}s more.)")
     m = worker["metrics"]
     say(f"worker self-metrics: consumed {m.get('aipulse_worker_consumed_total', 0):,.0f}, "
@@ -413,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     for what, exp, got in checks:
         say(f"  {what:26}{exp:>10,}{got:>10,}  {'ok' if exp == got else 'MISMATCH'}")
     if args.json:
-        print(json.dumps({"events": total, "counts": prod["counts"], "bare": bare, "contract": contract,
+        print(json.dumps({"events": total, "counts": prod["counts"], "bare": bare, "bare_before": bare_before,
+                          "bare_after": bare_after, "contract": contract,
                           "worker": {k: v for k, v in worker.items() if k != "metrics"},
                           "bare_rate": bare_rate, "worker_rate": worker_rate,
                           "checks": checks, "ok": ok}, indent=2))

@@ -1,4 +1,8 @@
-"""The Faust App and its Kafka credentials (topics and agents live in worker.py)."""
+"""The Faust App and its Kafka credentials (topics and the batch handler are wired in worker.py).
+
+The app's transport is Faust's aiokafka transport with the batch consumer
+(sources/kafka_batch.py): fetched batches go whole to ``app.batch_handler``.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +12,7 @@ from aiokafka.conn import create_conn
 from aipulse.kafka_security import KafkaSecurity, classify_failure
 
 from .config import ConfigError, Settings
+from .sources.kafka_batch import BatchTransport
 
 COMMIT_INTERVAL_S = 1.0  # how often acked offsets are committed
 # The client-side cap on one produce request: a dead letter carries the original message, which
@@ -59,8 +64,18 @@ async def _login(server: str, security: KafkaSecurity) -> None:
     conn.close()
 
 
-def create_app(settings: Settings) -> faust.App:
-    return faust.App(
+class AipulseApp(faust.App):
+    """A Faust app whose consumer hands fetched batches to ``batch_handler`` (set before start)."""
+
+    batch_handler = None
+    aipulse_settings: Settings | None = None
+
+    def _new_transport(self):
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+def create_app(settings: Settings) -> AipulseApp:
+    app = AipulseApp(
         settings.worker_group,
         broker=[f"kafka://{b.strip()}" for b in (settings.kafka_bootstrap or "").split(",") if b.strip()],
         broker_credentials=broker_credentials(settings.kafka_security),
@@ -91,3 +106,5 @@ def create_app(settings: Settings) -> faust.App:
         # 5 min). Refreshing every 10 s bounds that idle time (fault suite, scenario 5).
         consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
+    app.aipulse_settings = settings
+    return app

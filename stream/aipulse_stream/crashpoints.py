@@ -21,8 +21,6 @@ CRASH_ENV = "AIPULSE_TEST_CRASH_AT"
 PAUSE_ENV = "AIPULSE_TEST_PAUSE_AT"
 CRASH_EXIT_CODE = 86
 
-# Still to name when the batch source lands (issue 10): after a dead-letter record, after the
-# offset commit (today Faust commits on its own timer).
 POINTS = (
     "after_fetch",                      # a batch fetched, nothing written
     "after_dlq_send",                   # dead letters on the DLQ topic, not yet recorded
@@ -32,6 +30,7 @@ POINTS = (
     "after_window_insert",              # window rows written, progress rows not
     "after_progress_insert",            # window and progress rows written, offsets not committed
     "during_revoke",                    # inside the partitions-revoked callback
+    "after_commit",                     # offsets committed by Faust's commit timer (sources/kafka_batch.py)
 )
 
 

@@ -65,7 +65,7 @@ class MetricsStage:
             m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
             crashpoints.reached("after_window_insert" if table == "metrics_window" else "after_progress_insert")
 
-    async def process(self, valid: list, last: dict[int, int], in_thread) -> dict[int, int]:
+    async def process(self, valid: list, last: dict[int, int], in_thread, still_owned=None) -> dict[int, int]:
         first: dict[int, int] = {}
         for p, o, _ in valid:
             if p not in self._started and p not in first:
@@ -76,6 +76,16 @@ class MetricsStage:
         if valid:
             joined = await retry(in_thread(self.resolver.resolve, valid), "join feedback to interactions",
                                  self.settings.insert_retry_max_s)
+        if still_owned is not None:
+            # Partition epochs: a partition revoked during one of the awaits above lost its state
+            # (revoke); counting the rest of its batch would rebuild a block from its middle. No
+            # await from here to the drain, so what is drained was computed under one epoch.
+            gone = {p for p in last if not still_owned(p)}
+            if gone:
+                valid = [v for v in valid if v[0] not in gone]
+                last = {p: o for p, o in last.items() if p not in gone}
+                self.revoke(gone)
+        if valid:
             add = self.agg.add
             for p, o, ev in valid:
                 add(p, o, ev, joined.get(ev.event_id))

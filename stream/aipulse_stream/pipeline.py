@@ -152,7 +152,10 @@ class Pipeline:
         return per_table[table] if table is not None else max(per_table.values())
 
     # -- the batch -----------------------------------------------------------------------
-    async def process(self, batch: list[Message]) -> dict[int, int]:
+    async def process(self, batch: list, still_owned=None) -> dict[int, int]:
+        """``batch``: records with .partition, .offset, .key, .value (aiokafka's ConsumerRecord or
+        :class:`Message`). ``still_owned(partition)`` says whether the partition is still under
+        the epoch the batch was fetched in (sources/kafka_batch.py); None: always."""
         if not batch:
             return {}
         crashpoints.reached("after_fetch")
@@ -206,7 +209,7 @@ class Pipeline:
         last = {}
         for msg in batch:
             last[msg.partition] = max(last.get(msg.partition, -1), msg.offset)
-        return await self.metrics.process(valid, last, self._in_thread)
+        return await self.metrics.process(valid, last, self._in_thread, still_owned)
 
     def _maybe_sample_tables(self) -> None:
         """Refresh the table-size gauges now and then (a cheap system.parts read, off the hot path)."""
