@@ -106,3 +106,75 @@ def test_openai_streamed_request_is_sent_as_the_app_wrote_it(captured, providers
     assert "stream_options" not in providers.requests[-1][1]
     (ev,) = captured.events
     assert ev["outcome"] == "ok" and ev["input_tokens"] == 0 and ev["ttft_ms"] > 0
+
+
+# ---------------------------------------------------------------- 1. interpreter exit
+
+EXIT_APP = r'''
+import sys, time
+import aipulse
+
+bootstrap, topic, n, flush_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+aipulse.init(kafka_bootstrap=bootstrap, topic=topic, service="exit-app", user_salt="s",
+             linger_ms=5, warn_interval_s=3600)
+aipulse.record(feature="warm", latency_ms=1.0)
+deadline = time.monotonic() + 30
+while aipulse.stats()["sent"] < 1 and time.monotonic() < deadline:  # a long-running app: connected
+    time.sleep(0.01)
+print("ready", flush=True)
+sys.stdin.readline()  # the test may take the broker away here
+for i in range(n):
+    aipulse.record(feature="tail", latency_ms=1.0, attributes={"i": i})
+if flush_s:
+    aipulse.flush(flush_s)  # with Kafka gone: times out, the tail stays in the producer
+# no close(): the interpreter exits with the tail still queued
+'''
+
+
+def run_exit_app(tmp_path, bootstrap: str, topic: str, n: int, before_tail=lambda: None, flush_s: float = 0):
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_app.py"
+    script.write_text(EXIT_APP)
+    proc = subprocess.Popen([sys.executable, str(script), bootstrap, topic, str(n), str(flush_s)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        before_tail()
+        t0 = time.monotonic()
+        out, err = proc.communicate("go\n", timeout=60)
+        return proc.returncode, err, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_queued_tail_is_delivered_at_interpreter_exit(tmp_path, sdk_kafka):
+    from .conftest import consume, create_topic
+
+    topic = create_topic(sdk_kafka)
+    n = 2_000
+    code, err, _ = run_exit_app(tmp_path, sdk_kafka, topic, n)
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    records = consume(sdk_kafka, topic, n + 2, timeout=20)
+    tail = [r for r in records if b'"feature":"tail"' in r.value]
+    assert len(tail) == n, f"{len(tail)} of {n} queued events reached Kafka at exit; stderr: {err[-2000:]}"
+
+
+@pytest.mark.fault
+def test_exit_with_kafka_gone_prints_no_traceback_and_does_not_hang(tmp_path):
+    from aipulse_local.kafka import start_kafka
+    from aipulse_local.process import stop_pid
+
+    broker = start_kafka(tmp_path / "kafka", port=0, partitions=1)
+    try:
+        code, err, took = run_exit_app(tmp_path, broker.bootstrap, "aipulse.exit", 200,
+                                       before_tail=lambda: stop_pid(broker.pid), flush_s=0.5)
+    finally:
+        stop_pid(broker.pid)
+    assert code == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert took < 15, f"the app took {took:.1f} s to exit with Kafka gone"
