@@ -178,3 +178,76 @@ def test_exit_with_kafka_gone_prints_no_traceback_and_does_not_hang(tmp_path):
     assert code == 0, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert took < 15, f"the app took {took:.1f} s to exit with Kafka gone"
+
+
+# ---------------------------------------------------------------- 2. the byte bound bounds memory
+
+
+def held_after(emit, settle_s: float = 0.5) -> int:
+    """Bytes still allocated (tracemalloc) after ``emit()`` ran and the sender had time."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        emit()
+        time.sleep(settle_s)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+
+
+def kafka_down(**options):
+    from aipulse_local.process import free_port
+
+    import aipulse
+
+    return aipulse.init(kafka_bootstrap=f"127.0.0.1:{free_port()}", topic="t", service="bytes", user_salt="s",
+                        connect_timeout_ms=200, warn_interval_s=3600, **options)
+
+
+def test_big_events_are_not_held_beyond_the_byte_bound():
+    import aipulse
+
+    cap = 1024 * 1024
+    kafka_down(max_queue_bytes=cap)
+    try:
+        held = held_after(lambda: [aipulse.record(feature="big", latency_ms=1.0, attributes={"doc": "x" * 1_000_000})
+                                   for _ in range(120)])
+        st = aipulse.stats()
+        assert held < 3 * cap, f"{held / 1e6:.1f} MB held with a {cap} byte bound; stats say {st['queue_bytes']}"
+        assert st["queue_bytes"] <= cap
+        assert st["dropped"]["oversized"] == 120 and st["queue_events"] == 0
+    finally:
+        aipulse.close(timeout=0.5)
+
+
+def test_the_buffer_counts_what_it_holds_in_wire_bytes():
+    import aipulse
+
+    cap = 1024 * 1024
+    kafka_down(max_queue_bytes=cap, capture_text=True, max_text_chars=30_000)
+    try:
+        held = held_after(lambda: [aipulse.record(feature="text", latency_ms=1.0, prompt="y" * 30_000)
+                                   for _ in range(120)])
+        st = aipulse.stats()
+        assert held < 3 * cap, f"{held / 1e6:.1f} MB held with a {cap} byte bound"
+        # what stats() reports is what is held: the encoded events, at their wire size
+        assert 0.9 * cap < st["queue_bytes"] <= cap
+        assert st["queue_events"] * 30_000 < st["queue_bytes"] < st["queue_events"] * 31_000
+        assert st["dropped"]["kafka_unavailable"] == 120 - st["queue_events"]
+        assert st["emitted"] == st["sent"] + sum(st["dropped"].values()) + st["queued"]
+    finally:
+        aipulse.close(timeout=0.5)
+
+
+def test_max_event_bytes_is_a_validated_option():
+    from aipulse.config import DEFAULT_MAX_EVENT_BYTES, Config
+
+    assert Config.load(env={}).max_event_bytes == DEFAULT_MAX_EVENT_BYTES
+    assert Config.load(env={"AIPULSE_MAX_EVENT_BYTES": "4096"}).max_event_bytes == 4096
+    with pytest.raises(ValueError, match="max_event_bytes must be positive"):
+        Config.load(env={}, max_event_bytes=0)
