@@ -251,3 +251,116 @@ def test_max_event_bytes_is_a_validated_option():
     assert Config.load(env={"AIPULSE_MAX_EVENT_BYTES": "4096"}).max_event_bytes == 4096
     with pytest.raises(ValueError, match="max_event_bytes must be positive"):
         Config.load(env={}, max_event_bytes=0)
+
+
+# ---------------------------------------------------------------- 3. fork
+
+FORK_APP = r'''
+import os, sys, time
+import aipulse
+
+bootstrap, topic = sys.argv[1], sys.argv[2]
+aipulse.init(kafka_bootstrap=bootstrap, topic=topic, service="fork-app", user_salt="s",
+             linger_ms=3000, warn_interval_s=3600)
+aipulse.record(feature="parent", latency_ms=1.0)
+deadline = time.monotonic() + 30
+# The parent's event is handed to its producer, which lingers with it for 3 s: a fork now
+# leaves the child a producer with a batch in progress and threads that do not exist.
+while aipulse.stats()["inflight_events"] < 1 and time.monotonic() < deadline:
+    time.sleep(0.005)
+pid = os.fork()
+if pid == 0:
+    t0 = time.monotonic()
+    for _ in range(5):
+        aipulse.record(feature="child", latency_ms=1.0)
+    aipulse.flush(10)
+    print(f"child delivered {aipulse.stats()['sent']} in {time.monotonic() - t0:.2f}", flush=True)
+    sys.exit(0)  # a normal exit: atexit hooks and finalisers run in the child
+t0 = time.monotonic()
+_, status = os.waitpid(pid, 0)
+print(f"child exit {os.waitstatus_to_exitcode(status)} after {time.monotonic() - t0:.2f}", flush=True)
+aipulse.flush(10)
+print(f"parent delivered {aipulse.stats()['sent']}", flush=True)
+'''
+
+
+def test_a_forked_child_never_touches_the_parents_producer(tmp_path, sdk_kafka):
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import consume, create_topic
+
+    topic = create_topic(sdk_kafka)
+    script = tmp_path / "fork_app.py"
+    script.write_text(FORK_APP)
+    proc = subprocess.run([sys.executable, str(script), sdk_kafka, topic], capture_output=True, text=True,
+                          timeout=90)
+    out, err = proc.stdout, proc.stderr
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "child delivered 5" in out, out + err
+    child_took = float(re.search(r"child exit 0 after ([0-9.]+)", out).group(1))
+    assert child_took < 2.5, f"the child took {child_took} s to exit: it waited on the parent's producer\n{out}{err}"
+    assert "parent delivered 1" in out, out + err
+    records = consume(sdk_kafka, topic, 7, timeout=20)
+    features = sorted(m.group(1) for m in (re.search(rb'"feature":"(\w+)"', r.value) for r in records) if m)
+    assert features == [b"child"] * 5 + [b"parent"]
+
+
+def test_shadow_runs_in_a_forked_child():
+    import os
+
+    import aipulse.rollout as rollout
+
+    ran = threading.Event()
+    rollout.shadow(lambda: "p", lambda: ran.set() or "c")   # the parent's pool now has a worker
+    assert ran.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's pool threads do not exist here
+        code = 1
+        try:
+            child_ran = threading.Event()
+            rollout.shadow(lambda: "p", lambda: child_ran.set() or "c")
+            code = 0 if child_ran.wait(5) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the shadow candidate never ran in the forked child"
+
+
+def test_a_breaker_lock_held_at_fork_does_not_deadlock_the_child():
+    import os
+
+    import aipulse.reliability as reliability
+
+    breaker = reliability.breaker_for("forkprov", "m1")
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # another thread of the app is inside the breaker registry when fork() happens
+        with reliability._breakers_lock, breaker._lock:
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            done = threading.Event()
+
+            def use():
+                reliability.breaker_for("forkprov", "m2")
+                breaker.failure()
+                done.set()
+
+            threading.Thread(target=use, daemon=True).start()
+            code = 0 if done.wait(3) else 4
+        finally:
+            os._exit(code)
+    release.set()
+    t.join(5)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child deadlocked on a lock the parent's thread held"
