@@ -46,9 +46,9 @@ DEFAULT_MAX_QUEUE_EVENTS = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
 # kafka-python 3 has no buffer_memory bound of its own: we cap what waits for acks ourselves.
 DEFAULT_MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
-# One event larger than this is dropped as `oversized` before it is held. Kafka's own default
-# request and message limits are 1 MiB; a contract-valid event (64 attributes of 1,000
-# characters, four texts of 32,000) stays well under 256 KiB.
+# One event (its JSON) larger than this is dropped as `oversized` before it is held. The same
+# variable and default as the worker's limit, above which it dead-letters a message; a
+# contract-valid event (64 attributes of 1,000 characters, texts of 32,000) stays under it.
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 # Every SDK instance sends its own counters (a `sdk_stats` event) this often, and at close.
 DEFAULT_LEDGER_INTERVAL_S = 60.0

@@ -17,8 +17,8 @@ Every event submitted ends in exactly one of: ``sent`` (acknowledged by Kafka), 
 the caller's estimate of their size, which counts every text and attribute value) and events
 already encoded by the sender (counted at their exact wire size, key + value). Their sum stays
 under ``max_queue_bytes``, so what ``stats()["queue_bytes"]`` reports is what is held. An event
-whose estimate or wire size exceeds ``max_event_bytes`` is dropped as ``oversized`` before it
-is held at all. Memory stays bounded by ``max_queue_bytes`` plus ``max_inflight_bytes``.
+whose estimate or encoded value exceeds ``max_event_bytes`` (the worker's own limit, same
+variable) is dropped as ``oversized`` before it is held. Memory stays bounded by ``max_queue_bytes`` plus ``max_inflight_bytes``.
 
 While Kafka is unreachable (no producer yet because no broker answered, or more than
 ``max_inflight_bytes`` unacknowledged and no acknowledgement for :data:`STALL_WAIT_S`) encoded
@@ -472,10 +472,11 @@ class Transport:
                 item, nbytes = q.popleft()
                 self._queued_bytes -= nbytes
                 self._processing = 1
-            reason = None
+            reason, over = None, False
             try:
                 key, value, ts_ms = self._prepare(item)
                 size = len(key) + len(value)
+                over = len(value) > self._max_event_bytes  # the worker's limit is on the value
             except Invalid as err:
                 reason, size = "invalid", 0
                 self._warn("invalid", "aipulse: invalid event dropped: %s", err)
@@ -485,7 +486,7 @@ class Transport:
             with self._lock:
                 self._processing = 0
                 if reason is None:
-                    if size > self._max_event_bytes:
+                    if over:
                         reason = "oversized"
                     elif self._queued_bytes + size > self._max_bytes:
                         # The caller's estimate was low: keep the bound, not the event.
@@ -497,7 +498,7 @@ class Transport:
                     self.dropped[reason] += 1
             if reason == "oversized":
                 self._warn("oversized", "aipulse: event of %d wire bytes is over max_event_bytes=%d; dropped",
-                           size, self._max_event_bytes)
+                           size - len(key), self._max_event_bytes)
 
     def _drain(self) -> None:
         if self._own is not None and self._producer is not None:
