@@ -138,13 +138,13 @@ def compare(args: argparse.Namespace) -> int:
     import subprocess
 
     here = os.path.abspath(__file__)
-    sides = {"old": args.compare_with, "new": None}
+    sides = {"old": args.compare_with, "new": args.new_from}
     results: dict[str, list[dict]] = {"old": [], "new": []}
     base = [sys.executable, here, "--bootstrap", args.bootstrap, "-n", str(args.n), "--warmup",
             str(args.warmup), "--pace-us", str(args.pace_us), "--sdk-only", "--json"]
     if args.down:
         base.append("--down")
-    print(f"alternating old ({args.compare_with}) and new SDK, {args.rounds} rounds, n={args.n}, "
+    print(f"alternating old ({args.compare_with}) and new ({args.new_from or 'this checkout'}) SDK, {args.rounds} rounds, n={args.n}, "
           f"pace={args.pace_us} us, broker={'stopped' if args.down else args.bootstrap}")
     for r in range(args.rounds):
         for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sdk-only", action="store_true", help="skip the bare producer.send measurement")
     ap.add_argument("--compare-with", metavar="DIR",
                     help="alternate runs of the SDK in DIR (a collectors/ folder) and this one's")
+    ap.add_argument("--new-from", metavar="DIR", help="with --compare-with: the new side's collectors/ "
+                    "folder (default: this checkout's)")
     ap.add_argument("--rounds", type=int, default=6, help="rounds of --compare-with")
     args = ap.parse_args(argv)
     if args.compare_with:

@@ -69,16 +69,17 @@ def estimate_bytes(fields: dict) -> int:
         >>> estimate_bytes({"feature": "chat", "attributes": {"doc": "x" * 10_000}}) > 10_000
         True
     """
+    # On the caller's thread: one plain loop, about 0.2 us more than counting nothing.
     n = EVENT_BASE_BYTES
     for v in fields.values():
-        cls = v.__class__
-        if cls is str or cls is bytes:
+        if v.__class__ is str:
             n += len(v)
-        elif cls is dict:  # attributes; anything else is refused later, as invalid
-            for k, a in v.items():
-                n += ATTRIBUTE_EST_BYTES + (len(k) if k.__class__ is str else 0)
-                if a.__class__ is str or a.__class__ is bytes:
-                    n += len(a)
+    attrs = fields.get("attributes")
+    if attrs.__class__ is dict:  # anything else is refused later, as invalid
+        n += ATTRIBUTE_EST_BYTES * len(attrs)
+        for v in attrs.values():
+            if v.__class__ is str:
+                n += len(v)
     return n
 
 
