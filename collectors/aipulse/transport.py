@@ -74,6 +74,8 @@ DROP_REASONS = ("queue_full", "kafka_unavailable", "oversized", "delivery_failed
 
 # Wake the sender early when this many events wait, instead of at the next interval.
 WAKE_AT = 1_000
+# The sender encodes at most this many events before it sends what is encoded.
+ENCODE_SLICE = 256
 # After the in-flight cap is hit, how long the sender waits for acks before it declares the
 # broker unavailable and starts dropping (instead of waiting) until acks flow again.
 STALL_WAIT_S = 0.5
@@ -187,7 +189,7 @@ class Transport:
             if nbytes > self._max_event_bytes:
                 full = "oversized"
                 self.dropped[full] += 1
-            elif (len(q) + len(self._encoded) >= self._max_events
+            elif (len(q) + len(self._encoded) + self._processing >= self._max_events
                   or self._queued_bytes + nbytes > self._max_bytes):
                 full = "kafka_unavailable" if self._unavailable else "queue_full"
                 self.dropped[full] += 1
@@ -454,23 +456,29 @@ class Transport:
             try:
                 if self._on_tick is not None and not self._closing:
                     self._on_tick()
-                self._encode()
-                self._drain()
+                # Encode in slices and send in between, so a steady stream of new events
+                # never keeps encoded ones from leaving (and Kafka away never stops encoding).
+                while True:
+                    self._encode(ENCODE_SLICE)
+                    self._drain()
+                    if not self._queue or self._closing:
+                        break
             except Exception:  # the one guard: nothing of ours may kill the thread or reach the app
                 log.exception("aipulse: internal error in the sender")
             if self._stop.is_set():
                 return
 
-    def _encode(self) -> None:
-        """Turn the app's items into wire bytes now (Kafka up or not): from here on the
-        buffer holds, and counts, exactly what will be sent."""
+    def _encode(self, limit: int) -> None:
+        """Turn up to ``limit`` of the app's items into wire bytes now (Kafka up or not): from
+        here on the buffer holds, and counts, exactly what will be sent."""
         q = self._queue
-        while q and not self._closing:
+        while q and not self._closing and limit > 0:
+            limit -= 1
             with self._lock:
                 if not q:
                     return
+                # Its estimate stays counted (and its slot taken) until it is encoded.
                 item, nbytes = q.popleft()
-                self._queued_bytes -= nbytes
                 self._processing = 1
             reason, over = None, False
             try:
@@ -485,6 +493,9 @@ class Transport:
                 self._warn("internal_error", "aipulse: internal error, event dropped", exc_info=True)
             with self._lock:
                 self._processing = 0
+                if self._closing:  # close() counted it as dropped while we encoded it
+                    return
+                self._queued_bytes -= nbytes  # the estimate gives way to the exact size
                 if reason is None:
                     if over:
                         reason = "oversized"

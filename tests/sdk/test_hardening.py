@@ -1,6 +1,7 @@
-"""The SDK never hurts the app: one test per defect of issue 11 (each failed on the code before
-its fix). The exit-hook, byte-bound and fork defects are fixed with their tests on the `sdk`
-branch, not merged yet (issue 11 stays open)."""
+"""The SDK never hurts the app: one test per defect of issue 11, each seen failing on the code
+before its fix: the breaker hook, timed calls, acall and the OpenAI request (merged first);
+then interpreter exit (the tail delivered, no traceback), the byte bound (held memory, wire
+bytes, `oversized`) and fork (the parent's producer, the shadow pool, breaker locks)."""
 from __future__ import annotations
 
 import asyncio
