@@ -18,7 +18,9 @@ the caller's estimate of their size, which counts every text and attribute value
 already encoded by the sender (counted at their exact wire size, key + value). Their sum stays
 under ``max_queue_bytes``, so what ``stats()["queue_bytes"]`` reports is what is held. An event
 whose estimate or encoded value exceeds ``max_event_bytes`` (the worker's own limit, same
-variable) is dropped as ``oversized`` before it is held. Memory stays bounded by ``max_queue_bytes`` plus ``max_inflight_bytes``.
+variable) is dropped as ``oversized`` before it is held. Memory stays bounded by
+``max_queue_bytes`` plus ``max_inflight_bytes``. The sender's own ledger message (one at a time,
+see :meth:`Transport.send_own`) is outside these counts and bounds.
 
 While Kafka is unreachable (no producer yet because no broker answered, or more than
 ``max_inflight_bytes`` unacknowledged and no acknowledgement for :data:`STALL_WAIT_S`) encoded
