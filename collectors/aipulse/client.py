@@ -275,8 +275,8 @@ def flush(timeout: float | None = None) -> FlushResult:
     Returns a :class:`~aipulse.transport.FlushResult`: ``delivered`` and ``dropped`` (by
     reason) since the previous flush, and ``pending``; it is true when nothing is pending.
 
-        >>> r = aipulse.flush(5)            # doctest: +SKIP
-        >>> r.delivered, r.dropped, r.pending
+        >>> r = aipulse.flush(5)                              # doctest: +SKIP
+        >>> r.delivered, r.dropped, r.pending                 # doctest: +SKIP
         (120, {'queue_full': 3}, 0)
     """
     try:

@@ -125,7 +125,7 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 def register_exit_hook(hook: Callable[[], None]) -> None:
     """Run ``hook`` at interpreter exit before any KafkaProducer's own exit hook.
 
-        >>> register_exit_hook(lambda: None)   # the client registers its close-at-exit
+        >>> register_exit_hook(close_the_client)   # doctest: +SKIP
     """
     global _exit_hook
     with _exit_lock:
