@@ -7,6 +7,12 @@ payload (already-serialized JSON, same key and timestamp) with the same producer
 
     .venv/bin/python bench/sdk_overhead.py --bootstrap 127.0.0.1:39092
     .venv/bin/python bench/sdk_overhead.py --down     # the SDK against a stopped broker
+    .venv/bin/python bench/sdk_overhead.py --compare-with /tmp/old/collectors --rounds 6
+
+``--compare-with DIR`` runs the SDK-only measurement in fresh processes, alternating between
+the SDK found in ``DIR`` (e.g. ``git archive <commit> collectors | tar -x -C /tmp/old``) and
+this checkout's, so that both see the same machine load; it prints each round and the median
+over rounds of each side's median and P99.
 
 By default calls are paced (``--pace-us``, the app doing other work between model calls, as a
 real app does; the pause sleeps so background threads run as they would). ``--pace-us 0``
@@ -127,6 +133,35 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 4) -> None:
         admin.close()
 
 
+def compare(args: argparse.Namespace) -> int:
+    """Alternate old/new SDK runs in subprocesses; print per-round and overall figures."""
+    import subprocess
+
+    here = os.path.abspath(__file__)
+    sides = {"old": args.compare_with, "new": args.new_from}
+    results: dict[str, list[dict]] = {"old": [], "new": []}
+    base = [sys.executable, here, "--bootstrap", args.bootstrap, "-n", str(args.n), "--warmup",
+            str(args.warmup), "--pace-us", str(args.pace_us), "--sdk-only", "--json"]
+    if args.down:
+        base.append("--down")
+    print(f"alternating old ({args.compare_with}) and new ({args.new_from or 'this checkout'}) SDK, {args.rounds} rounds, n={args.n}, "
+          f"pace={args.pace_us} us, broker={'stopped' if args.down else args.bootstrap}")
+    for r in range(args.rounds):
+        for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            env = dict(os.environ)
+            if sides[side]:
+                env["PYTHONPATH"] = sides[side] + os.pathsep + env.get("PYTHONPATH", "")
+            out = subprocess.run(base, env=env, capture_output=True, text=True, timeout=600)
+            sdk = json.loads(out.stdout)["sdk"]
+            results[side].append(sdk)
+            print(f"round {r + 1} {side}: median {sdk['median_us']:.2f} us, p99 {sdk['p99_us']:.2f} us", flush=True)
+    for side in ("old", "new"):
+        med = statistics.median(x["median_us"] for x in results[side])
+        p99 = statistics.median(x["p99_us"] for x in results[side])
+        print(f"{side}: median of medians {med:.2f} us, median of P99s {p99:.2f} us")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", default=os.environ.get("AIPULSE_KAFKA_BOOTSTRAP", "127.0.0.1:39092"))
@@ -137,7 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--down", action="store_true",
                     help="SDK only, pointed at a closed port: the broker-stopped case")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--sdk-only", action="store_true", help="skip the bare producer.send measurement")
+    ap.add_argument("--compare-with", metavar="DIR",
+                    help="alternate runs of the SDK in DIR (a collectors/ folder) and this one's")
+    ap.add_argument("--new-from", metavar="DIR", help="with --compare-with: the new side's collectors/ "
+                    "folder (default: this checkout's)")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of --compare-with")
     args = ap.parse_args(argv)
+    if args.compare_with:
+        return compare(args)
     logging.basicConfig(level=logging.ERROR)
     gc.collect()
 
@@ -146,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         create_topic(args.bootstrap, topic)
     sdk_bootstrap = "127.0.0.1:1" if args.down else args.bootstrap
     sdk, stats = bench_sdk(sdk_bootstrap, topic, args.n, args.warmup, args.pace_us)
-    bare = None if args.down else bench_bare(args.bootstrap, topic, args.n, args.warmup, args.pace_us)
+    bare = None if args.down or args.sdk_only else bench_bare(args.bootstrap, topic, args.n, args.warmup, args.pace_us)
 
     ok = sdk["median_us"] <= TARGET_MEDIAN_US and sdk["p99_us"] <= TARGET_P99_US
     if bare is not None:

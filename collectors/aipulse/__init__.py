@@ -23,13 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 from . import client as _client
-from .client import close, evaluate, feedback, flush, get_client, new_id, record, stats
+from .client import SDK_VERSION, close, evaluate, feedback, flush, get_client, new_id, record, stats
 from .client import init as _init
 from .config import Config
 from .contract import SCHEMA_VERSION, EvaluationSource, FeedbackType, Outcome
 from .scope import Interaction, RejectedInput, RejectedOutput, current_interaction, interaction
+from .transport import FlushResult
 
-__version__ = "0.1.0"
+__version__ = SDK_VERSION
 
 __all__ = [
     "init",
@@ -44,6 +45,7 @@ __all__ = [
     "get_client",
     "new_id",
     "Config",
+    "FlushResult",
     "Interaction",
     "RejectedInput",
     "RejectedOutput",

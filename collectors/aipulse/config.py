@@ -20,8 +20,10 @@ Environment variables (all optional):
 ``AIPULSE_CAPTURE_TEXT``        ``1`` to send prompt/response/correction text (default ``0``)
 ``AIPULSE_MAX_TEXT_CHARS``      truncation length for captured text
 ``AIPULSE_MAX_QUEUE_EVENTS``    bound of the in-process buffer, in events
-``AIPULSE_MAX_QUEUE_BYTES``     bound of the in-process buffer, in (estimated) bytes
+``AIPULSE_MAX_QUEUE_BYTES``     bound of the in-process buffer, in wire bytes
 ``AIPULSE_MAX_INFLIGHT_BYTES``  bound of bytes handed to Kafka but not yet acknowledged
+``AIPULSE_MAX_EVENT_BYTES``     largest single event (wire bytes); bigger ones: ``oversized``
+``AIPULSE_LEDGER_INTERVAL_S``   seconds between ``sdk_stats`` ledger events (``0``: none)
 ``AIPULSE_COMPRESSION``         ``lz4``, ``gzip``, ``zstd``, ``snappy`` or ``none``
 ``AIPULSE_DISABLED``            ``1`` turns the SDK into a no-op
 ``AIPULSE_KAFKA_SECURITY_*``    TLS and SASL (``AIPULSE_KAFKA_SECURITY_PROTOCOL``,
@@ -48,6 +50,12 @@ DEFAULT_MAX_QUEUE_EVENTS = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
 # kafka-python 3 has no buffer_memory bound of its own: we cap what waits for acks ourselves.
 DEFAULT_MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
+# One event (its JSON) larger than this is dropped as `oversized` before it is held. The same
+# variable and default as the worker's limit, above which it dead-letters a message; a
+# contract-valid event (64 attributes of 1,000 characters, texts of 32,000) stays under it.
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+# Every SDK instance sends its own counters (a `sdk_stats` event) this often, and at close.
+DEFAULT_LEDGER_INTERVAL_S = 60.0
 
 DEFAULT_COMPRESSION = "lz4"          # falls back to gzip when the lz4 module is missing
 DEFAULT_LINGER_MS = 20               # batch for 20 ms: fewer, fuller requests
@@ -82,6 +90,8 @@ ENV_VARS = {
     "max_queue_events": "AIPULSE_MAX_QUEUE_EVENTS",
     "max_queue_bytes": "AIPULSE_MAX_QUEUE_BYTES",
     "max_inflight_bytes": "AIPULSE_MAX_INFLIGHT_BYTES",
+    "max_event_bytes": "AIPULSE_MAX_EVENT_BYTES",
+    "ledger_interval_s": "AIPULSE_LEDGER_INTERVAL_S",
     "compression": "AIPULSE_COMPRESSION",
     "disabled": "AIPULSE_DISABLED",
 }
@@ -110,6 +120,8 @@ class Config:
     max_queue_events: int = DEFAULT_MAX_QUEUE_EVENTS
     max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ledger_interval_s: float = DEFAULT_LEDGER_INTERVAL_S
     compression: str = DEFAULT_COMPRESSION
     linger_ms: int = DEFAULT_LINGER_MS
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -159,7 +171,7 @@ class Config:
             raise ValueError("topic must be 1..249 characters")
         if not self.service:
             raise ValueError("service must not be empty")
-        for name in ("max_queue_events", "max_queue_bytes", "max_inflight_bytes", "batch_size",
+        for name in ("max_queue_events", "max_queue_bytes", "max_inflight_bytes", "max_event_bytes", "batch_size",
                      "delivery_timeout_ms", "request_timeout_ms", "connect_timeout_ms"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -168,6 +180,8 @@ class Config:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.send_interval_s <= 0 or self.shutdown_timeout_s < 0 or self.warn_interval_s < 0:
             raise ValueError("send_interval_s must be > 0; shutdown_timeout_s and warn_interval_s >= 0")
+        if not (self.ledger_interval_s == 0 or self.ledger_interval_s >= 1):
+            raise ValueError(f"ledger_interval_s must be 0 (off) or >= 1, got {self.ledger_interval_s!r}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
         if not 0 < self.max_text_chars <= MAX_TEXT_LEN:
@@ -195,4 +209,9 @@ def _coerce(name: str, default: Any, raw: str, var: str) -> Any:
             return int(text.replace("_", ""))
         except ValueError:
             raise ValueError(f"{var}={raw!r} is not an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{var}={raw!r} is not a number") from None
     return text

@@ -1,7 +1,9 @@
 """The event contract, version 1: what an application sends and what the workers accept.
 
-Three kinds of event travel on one Kafka topic, keyed by ``interaction_id`` so that an
-interaction, its feedback and its evaluations land in the same partition::
+Three kinds of application event travel on one Kafka topic, keyed by ``interaction_id`` so
+that an interaction, its feedback and its evaluations land in the same partition. A fourth
+kind, ``sdk_stats``, is the SDK's own delivery ledger (:class:`SdkStats`, keyed by the SDK
+instance): :func:`parse_event` reads the application kinds, :func:`parse_wire` all four::
 
     >>> from aipulse.contract import parse_event
     >>> ev = parse_event(b'{"kind": "interaction", "event_id": "e1", "ts": 1700000000,'
@@ -225,9 +227,58 @@ class Evaluation(_Event):
         return self
 
 
+class SdkStats(_Event):
+    """One SDK instance's delivery ledger: its counters since it started (cumulative).
+
+    Sent every ``ledger_interval_s`` and once at close (``final=True``). The counters cover
+    the application's events only (a ledger message does not count itself), and obey
+    ``emitted == sent + sum(dropped.values()) + queued``. Keyed by ``instance_id``, so one
+    instance's ledger stays in order on one partition; the newest message of an instance
+    supersedes the older ones. Loss before Kafka, per service and instance, is
+    ``sum(dropped.values())`` of its latest message::
+
+        {"kind": "sdk_stats", "schema_version": "1.0", "event_id": "...", "ts": "...",
+         "service": "support", "instance_id": "3f2a...-4711", "pid": 4711, "sdk_version": "0.1.0",
+         "interval_s": 60.0, "final": false, "emitted": 1200, "sent": 1150, "queued": 30,
+         "dropped": {"kafka_unavailable": 20}}
+    """
+
+    kind: Literal["sdk_stats"] = "sdk_stats"
+    instance_id: Ident
+    pid: NonNegInt = 0
+    sdk_version: Name = ""
+    interval_s: Annotated[float, Field(ge=0, le=MAX_DURATION_MS / 1000, allow_inf_nan=False)] = 0.0
+    final: bool = False
+    emitted: NonNegInt
+    sent: NonNegInt
+    queued: NonNegInt
+    dropped: dict[Annotated[str, Field(max_length=MAX_NAME_LEN)], NonNegInt] = Field(default_factory=dict)
+
+    @field_validator("dropped")
+    @classmethod
+    def _reasons(cls, value: dict) -> dict:
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValueError(f"dropped has {len(value)} reasons, at most {MAX_ATTRIBUTES} allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _balanced(self) -> "SdkStats":
+        if self.emitted != self.sent + sum(self.dropped.values()) + self.queued:
+            raise ValueError("emitted must equal sent + sum(dropped) + queued")
+        return self
+
+    @property
+    def key(self) -> bytes:
+        return self.instance_id.encode()
+
+
 Event = Annotated[Union[Interaction, Feedback, Evaluation], Field(discriminator="kind")]
 EVENT_ADAPTER: TypeAdapter[Interaction | Feedback | Evaluation] = TypeAdapter(Event)
 KINDS = ("interaction", "feedback", "evaluation")
+# Everything that travels on the events topic: the application's kinds and the SDK's ledger.
+WireEvent = Annotated[Union[Interaction, Feedback, Evaluation, SdkStats], Field(discriminator="kind")]
+WIRE_ADAPTER: TypeAdapter[Interaction | Feedback | Evaluation | SdkStats] = TypeAdapter(WireEvent)
+WIRE_KINDS = KINDS + ("sdk_stats",)
 
 
 class InvalidEvent(ValueError):
@@ -241,16 +292,31 @@ class InvalidEvent(ValueError):
 def _reason(err: ValidationError) -> str:
     parts = []
     for e in err.errors()[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in KINDS) or "event"
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in WIRE_KINDS) or "event"
         parts.append(f"{loc}: {e.get('msg', 'invalid')}")
     more = err.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
 def parse_event(raw: bytes | str) -> Interaction | Feedback | Evaluation:
-    """Validate one wire message; raise :class:`InvalidEvent` with a readable reason."""
+    """Validate one application event; raise :class:`InvalidEvent` with a readable reason."""
+    return _parse(EVENT_ADAPTER, KINDS, raw)
+
+
+def parse_wire(raw: bytes | str) -> Interaction | Feedback | Evaluation | SdkStats:
+    """Validate any message of the events topic, the SDK's ``sdk_stats`` ledger included.
+
+        >>> parse_wire(b'{"kind": "sdk_stats", "event_id": "e2", "ts": 1700000000,'
+        ...            b' "instance_id": "i1", "emitted": 3, "sent": 2, "queued": 0,'
+        ...            b' "dropped": {"queue_full": 1}}').key
+        b'i1'
+    """
+    return _parse(WIRE_ADAPTER, WIRE_KINDS, raw)
+
+
+def _parse(adapter: TypeAdapter, kinds: tuple[str, ...], raw: bytes | str) -> Any:
     try:
-        return EVENT_ADAPTER.validate_json(raw)
+        return adapter.validate_json(raw)
     except ValidationError as err:
         first = err.errors()[0] if err.error_count() else {}
         if first.get("type") == "json_invalid":
@@ -258,17 +324,18 @@ def parse_event(raw: bytes | str) -> Interaction | Feedback | Evaluation:
         if first.get("type") == "model_attributes_type":
             raise InvalidEvent("not a JSON object") from None
         if first.get("type") in ("union_tag_not_found", "union_tag_invalid"):
-            raise InvalidEvent("kind must be one of interaction, feedback, evaluation") from None
+            raise InvalidEvent(f"kind must be one of {', '.join(kinds)}") from None
         raise InvalidEvent(_reason(err)[:1000]) from None
 
 
 def json_schema() -> dict:
     """The JSON Schema of one wire event, for producers in other languages."""
-    schema = EVENT_ADAPTER.json_schema(mode="validation")
+    schema = WIRE_ADAPTER.json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"aipulse event v{SCHEMA_VERSION}"
     schema["description"] = (
-        "One aipulse event (interaction, feedback or evaluation). UTF-8 JSON, one per Kafka "
-        "message, key = interaction_id (event_id for an interaction), timestamp = ts."
+        "One aipulse event (interaction, feedback or evaluation; or sdk_stats, the SDK's own "
+        "delivery ledger). UTF-8 JSON, one per Kafka message, key = interaction_id (event_id "
+        "for an interaction, instance_id for sdk_stats), timestamp = ts."
     )
     return schema

@@ -31,8 +31,10 @@ refused while open raise :class:`CircuitOpenError` (``error_type`` of the intera
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -220,6 +222,18 @@ _BREAKERS: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
+def _reset_locks_after_fork() -> None:
+    # fork() copies a lock held by another thread of the parent, which does not exist in
+    # the child: every breaker call there would wait forever. Breaker state is kept.
+    global _breakers_lock
+    _breakers_lock = threading.Lock()
+    for breaker in list(_BREAKERS.values()):
+        breaker._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_locks_after_fork)
+
+
 def breaker_for(provider: str, model: str, **options: Any) -> CircuitBreaker:
     """The process-wide breaker of one provider/model (created on first use)."""
     name = f"{provider}/{model}"
@@ -244,7 +258,6 @@ def _start_call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
     own thread (Python cannot stop a thread), never a slot that later calls wait for. A thread
     costs tens of microseconds, nothing beside a provider call.
     """
-    import contextvars
 
     future: Future = Future()
     ctx = contextvars.copy_context()  # so instrumented clients still see the interaction

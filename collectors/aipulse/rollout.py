@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,6 +99,16 @@ class Rollout:
 _pool: ThreadPoolExecutor | None = None
 _pending = 0
 _lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    # A forked child inherits the pool object but none of its threads (tasks would wait
+    # forever), and possibly a lock held by a thread that is gone: start afresh.
+    global _pool, _pending, _lock
+    _pool, _pending, _lock = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _submit(fn: Callable[[], None]) -> bool:

@@ -3,45 +3,68 @@
 The application's thread calls :meth:`Transport.submit`, which takes one uncontended lock,
 appends to a deque and returns; it never blocks, never raises and never does I/O. A sender
 thread turns each queued item into wire bytes (through the ``prepare`` function it is given)
-and hands them to a kafka-python ``KafkaProducer`` (acks=all, idempotent, compressed,
-lingering). A second small thread, the connector, creates the producer and keeps retrying with
-backoff while no broker answers, so a broker that is down at start never stalls anything.
+as soon as it can, even while Kafka is away, and hands them to a kafka-python
+``KafkaProducer`` (acks=all, idempotent, compressed, lingering). A second small thread, the
+connector, creates the producer and keeps retrying with backoff while no broker answers, so a
+broker that is down at start never stalls anything.
 
 Every event submitted ends in exactly one of: ``sent`` (acknowledged by Kafka), ``dropped``
 (counted by reason) or still ``queued`` (in the buffer or in flight)::
 
     emitted == sent + sum(dropped.values()) + queued
 
+**Memory bound.** The buffer holds two kinds of entries: events the app just gave (counted at
+the caller's estimate of their size, which counts every text and attribute value) and events
+already encoded by the sender (counted at their exact wire size, key + value). Their sum stays
+under ``max_queue_bytes``, so what ``stats()["queue_bytes"]`` reports is what is held. An event
+whose estimate or encoded value exceeds ``max_event_bytes`` (the worker's own limit, same
+variable) is dropped as ``oversized`` before it is held. Memory stays bounded by
+``max_queue_bytes`` plus ``max_inflight_bytes``. The sender's own ledger message (one at a time,
+see :meth:`Transport.send_own`) is outside these counts and bounds.
+
 While Kafka is unreachable (no producer yet because no broker answered, or more than
-``max_inflight_bytes`` unacknowledged and no acknowledgement for :data:`STALL_WAIT_S`) events wait in the bounded
-buffer; they are sent when the broker answers again, without a restart. Memory stays bounded
-by ``max_queue_events``/``max_queue_bytes`` plus ``max_inflight_bytes``.
+``max_inflight_bytes`` unacknowledged and no acknowledgement for :data:`STALL_WAIT_S`) encoded
+events wait in the bounded buffer; they are sent when the broker answers again, without a
+restart.
 
 Drop reasons:
 
 - ``kafka_unavailable``: the buffer was full while Kafka was unreachable; or ``send`` failed.
-- ``queue_full``: the buffer (events or estimated bytes) was full while Kafka was reachable:
+- ``queue_full``: the buffer (events or bytes) was full while Kafka was reachable:
   the app emits faster than the broker takes.
+- ``oversized``: one event larger than ``max_event_bytes``.
 - ``delivery_failed``: handed to Kafka but not acknowledged within ``delivery_timeout_ms``.
 - ``invalid``: failed the event contract (the warning says which field).
 - ``closed``: still queued when ``close()``'s deadline passed, or submitted after it.
 - ``internal_error``: a bug of ours, caught by the guard so the app never sees it.
 
+**Exit.** kafka-python registers an ``atexit`` hook per producer that closes it; ``atexit``
+runs hooks last-registered-first, so a producer created after the SDK's hook would be closed
+before the SDK delivers its tail. :func:`register_exit_hook` keeps the SDK's hook the last
+registered (it is moved each time a producer is created), so the tail is flushed first.
+
+**Fork.** In a forked child the parent's threads do not exist and its producer's locks may be
+held by a thread that is gone: the child never touches that producer (it is kept referenced
+and marked closed, so neither its ``atexit`` hook nor its finaliser runs), and the transport
+starts afresh, with new threads at the child's first event.
+
 Usage (the SDK's client does this; shown for the shape of it)::
 
     t = Transport(cfg, prepare=lambda item: (b"key", b"{...}", 1700000000000))
     t.submit(item, 600)   # True if queued, False if dropped
-    t.flush(5.0)
+    t.flush(5.0)          # FlushResult(delivered=1, dropped={}, pending=0)
     t.close()
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import Config
@@ -50,11 +73,13 @@ from .kafka_security import classify_failure, diagnose
 log = logging.getLogger("aipulse")
 
 # auth / tls: Kafka refused the SASL credentials / the TLS handshake (kafka_security.py).
-DROP_REASONS = ("queue_full", "kafka_unavailable", "auth", "tls", "delivery_failed", "invalid", "closed",
-                "internal_error")
+DROP_REASONS = ("queue_full", "kafka_unavailable", "auth", "tls", "oversized", "delivery_failed", "invalid",
+                "closed", "internal_error")
 
 # Wake the sender early when this many events wait, instead of at the next interval.
 WAKE_AT = 1_000
+# The sender encodes at most this many events before it sends what is encoded.
+ENCODE_SLICE = 256
 # After the in-flight cap is hit, how long the sender waits for acks before it declares the
 # broker unavailable and starts dropping (instead of waiting) until acks flow again.
 STALL_WAIT_S = 0.5
@@ -62,16 +87,75 @@ CONNECT_BACKOFF_START_S = 0.25
 CONNECT_BACKOFF_MAX_S = 5.0
 
 
+@dataclass(frozen=True)
+class FlushResult:
+    """What a :meth:`Transport.flush` settled since the previous flush (or the start).
+
+    ``delivered``: events acknowledged by Kafka; ``dropped``: events dropped, by reason (only
+    reasons with a count); ``pending``: events still queued or in flight when flush returned.
+    Summed over every flush, ``delivered`` and ``dropped`` account for each event once. True
+    when nothing is pending, so ``assert aipulse.flush(5)`` still reads as before
+    (``pending`` is -1 if the flush itself failed, which the SDK logs at debug level).
+    """
+
+    delivered: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+
+    def __bool__(self) -> bool:
+        return self.pending == 0
+
+
 # Transports alive in this process, reset in a forked child (one at-fork hook for all).
 _LIVE: "weakref.WeakSet[Transport]" = weakref.WeakSet()
+# Producers inherited from a parent process: never closed, never collected (see "Fork").
+_ORPHANS: list[Any] = []
+_exit_hook: Callable[[], None] | None = None
+_exit_lock = threading.Lock()
 
 
 def _reset_after_fork() -> None:
+    global _exit_lock
+    _exit_lock = threading.Lock()
     for transport in list(_LIVE):
         transport._after_fork()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def register_exit_hook(hook: Callable[[], None]) -> None:
+    """Run ``hook`` at interpreter exit before any KafkaProducer's own exit hook.
+
+        >>> register_exit_hook(close_the_client)   # doctest: +SKIP
+    """
+    global _exit_hook
+    with _exit_lock:
+        if _exit_hook is not None:
+            atexit.unregister(_exit_hook)
+        _exit_hook = hook
+        atexit.register(hook)
+
+
+def _keep_exit_hook_last() -> None:
+    """Called after a producer is created (it has just registered its own exit hook)."""
+    with _exit_lock:
+        if _exit_hook is not None:
+            atexit.unregister(_exit_hook)
+            atexit.register(_exit_hook)
+
+
+def _orphan(producer: Any) -> None:
+    """A parent's producer seen from a forked child: disarm its exit hook and finaliser."""
+    try:
+        unregister = getattr(producer, "_unregister_cleanup", None)
+        if unregister is not None:
+            unregister()
+        if hasattr(producer, "_closed"):
+            producer._closed = True   # KafkaProducer.close() (and __del__) return at once
+    except Exception:
+        pass
+    _ORPHANS.append(producer)
 
 
 class Invalid(ValueError):
@@ -82,12 +166,16 @@ class Transport:
     """Bounded queue + sender thread + connector thread around one KafkaProducer."""
 
     def __init__(self, config: Config, prepare: Callable[[Any], tuple[bytes, bytes, int]],
-                 producer_factory: Callable[..., Any] | None = None):
+                 producer_factory: Callable[..., Any] | None = None,
+                 on_tick: Callable[[], None] | None = None):
         self._cfg = config
         self._prepare = prepare
         self._producer_factory = producer_factory
+        self._on_tick = on_tick
         self._max_events = config.max_queue_events
         self._max_bytes = config.max_queue_bytes
+        # An event bigger than the whole buffer could never be held either.
+        self._max_event_bytes = min(config.max_event_bytes, config.max_queue_bytes)
         self._reset_state()
         self._last_warn: dict[str, float] = {}
         _LIVE.add(self)
@@ -102,7 +190,11 @@ class Transport:
             if self._closed:
                 self.dropped["closed"] += 1
                 return False
-            if len(q) >= self._max_events or self._queued_bytes + nbytes > self._max_bytes:
+            if nbytes > self._max_event_bytes:
+                full = "oversized"
+                self.dropped[full] += 1
+            elif (len(q) + len(self._encoded) + self._processing >= self._max_events
+                  or self._queued_bytes + nbytes > self._max_bytes):
                 full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
                 self.dropped[full] += 1
             else:
@@ -112,8 +204,12 @@ class Transport:
             if not self._started:
                 self._start()
         if full:
-            self._warn(full, "aipulse: buffer full (%d events, %s); dropping events",
-                       self._max_events, full)
+            if full == "oversized":
+                self._warn(full, "aipulse: event of about %d bytes is over max_event_bytes=%d; dropped",
+                           nbytes, self._max_event_bytes)
+            else:
+                self._warn(full, "aipulse: buffer full (%d events, %d bytes, %s); dropping events",
+                           self._max_events, self._max_bytes, full)
             return False
         if len(q) == WAKE_AT:
             self._wake.set()
@@ -129,53 +225,91 @@ class Transport:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
+            waiting = len(self._queue) + len(self._encoded)
             return {
                 "emitted": self.emitted,
                 "sent": self.sent,
                 "dropped": dict(self.dropped),
-                "queued": len(self._queue) + self._processing + self._inflight,
-                "queue_events": len(self._queue),
+                "queued": waiting + self._processing + self._inflight,
+                "queue_events": waiting,
                 "queue_bytes": self._queued_bytes,
                 "inflight_events": self._inflight,
                 "inflight_bytes": self._inflight_bytes,
                 "kafka_connected": not self._unavailable,
             }
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait (at most ``timeout`` s) until every queued event is sent or dropped."""
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Wait (at most ``timeout`` s) until every queued event is sent or dropped; return
+        what was delivered and dropped since the previous flush (:class:`FlushResult`)."""
         deadline = time.monotonic() + (self._cfg.shutdown_timeout_s if timeout is None else timeout)
-        if not self._started:
-            return not self._queue
+        if self._started:
+            self._wait_drained(deadline)
+        return self._settle()
+
+    def _wait_drained(self, deadline: float) -> None:
         while True:
             self._wake.set()
             with self._lock:
-                drained = not self._queue and not self._processing
+                drained = not self._queue and not self._encoded and not self._processing
             if drained or time.monotonic() >= deadline:
                 break
             time.sleep(0.002)
         producer = self._producer
         left = deadline - time.monotonic()
-        if producer is not None and left > 0 and self._inflight:
+        if producer is not None and left > 0 and (self._inflight or self._own_inflight):
             try:
                 producer.flush(timeout=left)
             except Exception:  # KafkaTimeoutError: the deadline passed with events in flight
                 pass
-        with self._lock:
-            return not self._queue and not self._processing and not self._inflight
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush with a deadline, drop what is left (counted as ``closed``), stop the threads."""
+    def _settle(self) -> FlushResult:
+        with self._lock:
+            sent, dropped = self.sent, dict(self.dropped)
+            pending = len(self._queue) + len(self._encoded) + self._processing + self._inflight
+            base_sent, base_dropped = self._flushed
+            self._flushed = (sent, dropped)
+        return FlushResult(sent - base_sent,
+                           {r: n - base_dropped.get(r, 0) for r, n in dropped.items() if n - base_dropped.get(r, 0)},
+                           pending)
+
+    def send_own(self, key: bytes, value: bytes, ts_ms: int) -> None:
+        """Queue the SDK's own message (its delivery ledger), outside the app's counters.
+
+        At most one waits: a newer one replaces it (ledger counters are cumulative)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._own = (key, value, ts_ms)
+        self._wake.set()
+
+    def close(self, timeout: float | None = None, last_words: Callable[[], None] | None = None) -> None:
+        """Flush with a deadline, drop what is left (counted as ``closed``), stop the threads.
+
+        ``last_words`` runs once the app's counters are final (the client queues its last
+        ledger message there with :meth:`send_own`); it is delivered within the deadline."""
         if self._closed:
             return
         timeout = self._cfg.shutdown_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        self.flush(timeout)
+        if self._started:
+            self._wait_drained(deadline)
         with self._lock:
-            self._closed = True
-            left = len(self._queue)
+            self._closing = True   # the sender stops taking app events; own messages still go
+            left = len(self._queue) + len(self._encoded) + self._processing
             self.dropped[(self._refused or "kafka_unavailable") if self._unavailable else "closed"] += left
             self._queue.clear()
+            self._encoded.clear()
             self._queued_bytes = 0
+        if last_words is not None and self._started:
+            try:
+                last_words()
+            except Exception:
+                log.debug("aipulse: last ledger message failed", exc_info=True)
+            while self._own is not None and self._producer is not None and time.monotonic() < deadline:
+                self._wake.set()
+                time.sleep(0.002)
+        with self._lock:
+            self._closed = True
         self._stop.set()
         self._wake.set()
         for t in (self._sender, self._connector):
@@ -185,26 +319,34 @@ class Transport:
         if producer is not None:
             try:
                 producer.close(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception:
+            except Exception:  # KafkaTimeoutError: records still unacknowledged at the deadline
                 log.debug("aipulse: producer close failed", exc_info=True)
+                # Its finaliser would retry the close at interpreter exit and print a
+                # traceback into the app's stderr: disarm it (its events are counted above).
+                _orphan(producer)
         st = self.stats()
         lost = sum(st["dropped"].values())
-        if lost:
-            log.warning("aipulse: closed; %d of %d events were dropped %s",
-                        lost, st["emitted"], {k: v for k, v in st["dropped"].items() if v})
+        if lost or st["inflight_events"]:
+            log.warning("aipulse: closed; %d of %d events were dropped %s, %d unacknowledged at the deadline",
+                        lost, st["emitted"], {k: v for k, v in st["dropped"].items() if v},
+                        st["inflight_events"])
 
     # ------------------------------------------------------------------ internals
 
     def _reset_state(self) -> None:
         self._lock = threading.Lock()
-        self._queue: deque = deque()
+        self._queue: deque = deque()     # (item, estimated bytes), from the app
+        self._encoded: deque = deque()   # (key, value, ts_ms, wire bytes), from the sender
         self._queued_bytes = 0
         self._processing = 0
         self._inflight = 0
         self._inflight_bytes = 0
+        self._own: tuple[bytes, bytes, int] | None = None
+        self._own_inflight = 0
         self.emitted = 0
         self.sent = 0
         self.dropped = {r: 0 for r in DROP_REASONS}
+        self._flushed: tuple[int, dict[str, int]] = (0, {})
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._acked = threading.Event()
@@ -214,14 +356,18 @@ class Transport:
         self._unavailable = True  # until the connector has a producer
         self._refused: str | None = None  # "auth" / "tls" while Kafka refuses our credentials
         self._started = False
+        self._closing = False
         self._closed = False
         self._sender: threading.Thread | None = None
         self._connector: threading.Thread | None = None
         self._pid = os.getpid()
 
     def _after_fork(self) -> None:
-        # The parent's threads do not exist in the child and its producer's sockets are
-        # shared with the parent: start from scratch, lazily, at the child's first event.
+        # The parent's threads do not exist in the child and its producer's sockets and locks
+        # belong to the parent: never touch that producer, start from scratch, lazily, at the
+        # child's first event.
+        if self._producer is not None:
+            _orphan(self._producer)
         self._reset_state()
 
     def _start(self) -> None:
@@ -233,6 +379,12 @@ class Transport:
         self._sender.start()
         self._connector.start()
 
+    def start(self) -> None:
+        """Start the threads now instead of at the first event (idempotent)."""
+        with self._lock:
+            if not self._started and not self._closed:
+                self._start()
+
     def _warn(self, reason: str, msg: str, *args: Any, exc_info: bool = False) -> None:
         """At most one warning per reason per ``warn_interval_s``: drops must not flood logs."""
         now = time.monotonic()
@@ -240,12 +392,6 @@ class Transport:
         if last is None or now - last >= self._cfg.warn_interval_s:
             self._last_warn[reason] = now
             log.warning(msg, *args, exc_info=exc_info)
-
-    def _drop(self, reason: str, n: int = 1, settles_processing: bool = False) -> None:
-        with self._lock:
-            self.dropped[reason] += n
-            if settles_processing:
-                self._processing = 0
 
     # --- connector thread
 
@@ -302,6 +448,8 @@ class Transport:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX_S)
                 continue
+            # The producer just registered its own exit hook; ours must run before it.
+            _keep_exit_hook_last()
             try:
                 # Learn the topic's partitions now so send() never waits for metadata.
                 producer.partitions_for(self._cfg.topic)
@@ -325,29 +473,78 @@ class Transport:
             self._wake.wait(self._cfg.send_interval_s)
             self._wake.clear()
             try:
-                self._drain()
+                if self._on_tick is not None and not self._closing:
+                    self._on_tick()
+                # Encode in slices and send in between, so a steady stream of new events
+                # never keeps encoded ones from leaving (and Kafka away never stops encoding).
+                while True:
+                    self._encode(ENCODE_SLICE)
+                    self._drain()
+                    if not self._queue or self._closing:
+                        break
             except Exception:  # the one guard: nothing of ours may kill the thread or reach the app
                 log.exception("aipulse: internal error in the sender")
             if self._stop.is_set():
                 return
 
-    def _drain(self) -> None:
+    def _encode(self, limit: int) -> None:
+        """Turn up to ``limit`` of the app's items into wire bytes now (Kafka up or not): from
+        here on the buffer holds, and counts, exactly what will be sent."""
         q = self._queue
-        while q and not self._closed and self._ready():
+        while q and not self._closing and limit > 0:
+            limit -= 1
             with self._lock:
                 if not q:
                     return
+                # Its estimate stays counted (and its slot taken) until it is encoded.
                 item, nbytes = q.popleft()
-                self._queued_bytes -= nbytes
                 self._processing = 1
+            reason, over = None, False
             try:
-                self._send_one(item)
+                key, value, ts_ms = self._prepare(item)
+                size = len(key) + len(value)
+                over = len(value) > self._max_event_bytes  # the worker's limit is on the value
+            except Invalid as err:
+                reason, size = "invalid", 0
+                self._warn("invalid", "aipulse: invalid event dropped: %s", err)
             except Exception:
-                self._drop("internal_error", settles_processing=True)
+                reason, size = "internal_error", 0
                 self._warn("internal_error", "aipulse: internal error, event dropped", exc_info=True)
-            finally:
-                with self._lock:
-                    self._processing = 0
+            with self._lock:
+                self._processing = 0
+                if self._closing:  # close() counted it as dropped while we encoded it
+                    return
+                self._queued_bytes -= nbytes  # the estimate gives way to the exact size
+                if reason is None:
+                    if over:
+                        reason = "oversized"
+                    elif self._queued_bytes + size > self._max_bytes:
+                        # The caller's estimate was low: keep the bound, not the event.
+                        reason = "kafka_unavailable" if self._unavailable else "queue_full"
+                    else:
+                        self._encoded.append((key, value, ts_ms, size))
+                        self._queued_bytes += size
+                if reason is not None:
+                    self.dropped[reason] += 1
+            if reason == "oversized":
+                self._warn("oversized", "aipulse: event of %d wire bytes is over max_event_bytes=%d; dropped",
+                           size - len(key), self._max_event_bytes)
+
+    def _drain(self) -> None:
+        if self._own is not None and self._producer is not None:
+            self._send_own()
+        enc = self._encoded
+        while enc and not self._closing and self._ready():
+            with self._lock:
+                if not enc:
+                    return
+                key, value, ts_ms, size = enc.popleft()
+                self._queued_bytes -= size
+                # The event moves from "queued" to "in flight" in one step, so that stats()
+                # never counts it twice (emitted == sent + dropped + queued at every instant).
+                self._inflight += 1
+                self._inflight_bytes += size
+            self._send_one(key, value, ts_ms, size)
 
     def _ready(self) -> bool:
         """Is there a producer with room for more? If not, events wait in the bounded buffer
@@ -375,20 +572,7 @@ class Transport:
                        "buffering, then dropping new events until it does", self._inflight_bytes)
         return False
 
-    def _send_one(self, item: Any) -> None:
-        try:
-            key, value, ts_ms = self._prepare(item)
-        except Invalid as err:
-            self._drop("invalid", settles_processing=True)
-            self._warn("invalid", "aipulse: invalid event dropped: %s", err)
-            return
-        size = len(value)
-        with self._lock:
-            # The event moves from "processing" to "in flight" in one step, so that stats()
-            # never counts it twice (emitted == sent + dropped + queued at every instant).
-            self._processing = 0
-            self._inflight += 1
-            self._inflight_bytes += size
+    def _send_one(self, key: bytes, value: bytes, ts_ms: int, size: int) -> None:
         try:
             future = self._producer.send(self._cfg.topic, value=value, key=key, timestamp_ms=ts_ms)
         except Exception as err:  # KafkaTimeoutError (metadata), IllegalStateError (closed)
@@ -400,6 +584,25 @@ class Transport:
             return
         future.add_callback(self._on_ack, size)
         future.add_errback(self._on_fail, size)
+
+    def _send_own(self) -> None:
+        with self._lock:
+            own, self._own = self._own, None
+            if own is None:
+                return
+            self._own_inflight += 1
+        key, value, ts_ms = own
+        try:
+            future = self._producer.send(self._cfg.topic, value=value, key=key, timestamp_ms=ts_ms)
+        except Exception:
+            self._own_settled()
+            log.debug("aipulse: ledger message not sent", exc_info=True)
+            return
+        future.add_both(self._own_settled)
+
+    def _own_settled(self, _result: Any = None) -> None:
+        with self._lock:
+            self._own_inflight -= 1
 
     def _on_ack(self, size: int, _metadata: Any = None) -> None:
         # Runs on kafka-python's I/O thread.

@@ -9,6 +9,8 @@ red line and the alert that pages agree.
 """
 from __future__ import annotations
 
+from aipulse_stream.readside.ledger import ledger_sql
+
 from .panels import Board
 from .sqlparts import metric_sql, raw_filter, source, var_filter
 from .targets import Targets
@@ -219,6 +221,10 @@ def pipeline(db: str, t: Targets) -> Board:
            [("max(aipulse_worker_window_lag_seconds)", "window lag")], unit="s")
     b.prom("SDK drops", "Are applications dropping events before Kafka, and why?",
            [("sum by (reason) (rate(aipulse_sdk_events_dropped_total[$__rate_interval]))", "{{reason}}")], unit="ops")
+    b.table("Events lost before Kafka (SDK ledger)",
+            "Which application instances lost events before they reached Kafka, how many, and why?",
+            ledger_sql(db, f"$__timeFilter(ts) AND {var_filter(('service',))}"),
+            ["service", "instance_id", "emitted", "sent", "queued", "lost", "dropped", "last_report"], w=24)
     b.prom("Late and orphaned events", "Are events arriving too late or without their interaction?",
            [("sum(rate(aipulse_worker_late_events_total[$__rate_interval]))", "late/s"),
             ("sum(rate(aipulse_worker_orphaned_events_total[$__rate_interval]))", "orphaned/s")], unit="ops")

@@ -61,7 +61,7 @@ class Settings(BaseModel):
     worker_group: str = Field("aipulse-worker", description="Faust app id = Kafka consumer group")
     batch_max_events: int = Field(5000, ge=1, description="events per insert batch at most")
     batch_max_wait_s: float = Field(0.5, gt=0, description="a batch is flushed after this long at most")
-    max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger messages go to the DLQ")
+    max_event_bytes: int = Field(256 * 1024, ge=1024, description="larger messages go to the DLQ (the SDK drops them as `oversized` before sending)")
     max_future_s: float = Field(600, ge=0, description="events with ts further ahead of now go to the DLQ")
     max_past_s: float = Field(30 * 86400, ge=0, description="events with ts further behind now go to the DLQ")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = a free port")

@@ -27,7 +27,7 @@ from . import crashpoints
 from . import selfmetrics as m
 from .config import Settings
 from .metrics_stage import MetricsStage
-from .sinks.raw_events import TABLES, column_names, rows_by_table
+from .sinks.raw_events import APP_KINDS, TABLES, column_names, rows_by_table
 from .sinks.retry import retry
 from .storage.clickhouse import connect
 from .storage.migrations import migrate
@@ -209,7 +209,9 @@ class Pipeline:
         last = {}
         for msg in batch:
             last[msg.partition] = max(last.get(msg.partition, -1), msg.offset)
-        return await self.metrics.process(valid, last, self._in_thread, still_owned)
+        # The SDK's ledger (sdk_stats) is stored above; only application events make windows.
+        app_events = [t for t in valid if t[2].kind in APP_KINDS]
+        return await self.metrics.process(app_events, last, self._in_thread, still_owned)
 
     def _maybe_sample_tables(self) -> None:
         """Refresh the table-size gauges now and then (a cheap system.parts read, off the hot path)."""

@@ -223,7 +223,8 @@ def test_fuzz_topic_and_sdk(stack, stack_settings, kafka_bootstrap, ch):
         sdk_prefix = prefix + "s"
         sdk_calls = collect(event_dicts(now), SDK_CASES)
         aipulse.init(kafka_bootstrap=kafka_bootstrap, topic=group.topic, service=f"{sdk_prefix}-app", user_salt="s",
-                     max_queue_events=50_000, max_queue_bytes=1 << 30, warn_interval_s=3600)
+                     max_queue_events=50_000, max_queue_bytes=1 << 30, warn_interval_s=3600,
+                     ledger_interval_s=0)  # the worker does not store sdk_stats yet (issue 11): it would DLQ it
         try:
             for i, (d, _fault, _suffix) in enumerate(sdk_calls):
                 fields = {k: v for k, v in d.items() if k not in ("kind",)}

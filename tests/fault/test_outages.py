@@ -213,3 +213,68 @@ def test_sdk_started_under_a_dead_broker(private_stack):
         aipulse.close(timeout=2)
         ch.close()
         group.stop()
+
+
+LEDGER_OUTAGE_S = 8.0
+
+
+def test_the_loss_ledger_equals_the_sdks_stats_through_a_broker_outage(private_stack):
+    """The issue's must-show: with a buffer too small for the outage, the SDK drops events
+    while Kafka is away; its ledger (sdk_stats events, every second and once at close) is
+    stored by the worker, and `aipulse metrics --ledger` shows exactly what the SDK's own
+    stats() say at close: emitted, sent, queued, and every drop reason with its count."""
+    import json
+    import subprocess
+    import sys
+
+    stack = private_stack
+    prefix = f"l{uuid.uuid4().hex[:6]}"
+    service = f"{prefix}-app"
+    group = TopicWorkers(stack.settings, stack.bootstrap)
+    group.start()
+    ch = stack.client()
+    emitter = Emitter(prefix)
+    started = time.time()
+    try:
+        client = aipulse.init(kafka_bootstrap=stack.bootstrap, topic=group.topic, service=service, user_salt="s",
+                              max_queue_events=300, max_inflight_bytes=64 * 1024, connect_timeout_ms=1_000,
+                              warn_interval_s=3600, linger_ms=5,
+                              ledger_interval_s=1.0)
+        emitter.start()
+        time.sleep(3)
+        stack.stop_kafka()
+        time.sleep(LEDGER_OUTAGE_S)
+        stack.start_kafka()
+        time.sleep(8)                 # the app keeps emitting; the SDK reconnects
+        emitter.halt.set()
+        emitter.join()
+        aipulse.flush(60)
+        aipulse.close(timeout=10)     # sends the final ledger message
+        st = client.stats()
+        assert st["dropped"]["kafka_unavailable"] > 0, st   # the outage cost events: there is a loss to show
+
+        def ledger() -> list[dict]:
+            r = subprocess.run([sys.executable, "-m", "aipulse_cli", "metrics", "--ledger", "--json",
+                                "--from", str(started - 60), "--where", f"service={service}"],
+                               capture_output=True, text=True, timeout=60,
+                               env={**__import__("os").environ, **stack.env, **group.env})
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+
+        wait_for(lambda: any(row["final"] for row in ledger()), timeout=90, what="the final ledger row stored")
+        rows = ledger()
+        print(f"\nSDK stats at close: {st}\nledger: {rows}")
+        assert len(rows) == 1 and rows[0]["instance_id"] == client.instance_id, rows
+        got = rows[0]
+        assert (got["emitted"], got["sent"], got["queued"]) == (st["emitted"], st["sent"], st["queued"])
+        assert got["dropped"] == {r: n for r, n in st["dropped"].items() if n}
+        assert got["lost"] == sum(st["dropped"].values())
+        # Stored once per message: the periodic rows and the final one, no duplicates.
+        n, distinct = ch.query(f"SELECT count(), uniqExact(event_id) FROM {group.database}.sdk_stats "
+                               "WHERE service = {s:String}", parameters={"s": service}).result_rows[0]
+        assert n == distinct and n >= 2, (n, distinct)
+    finally:
+        emitter.halt.set()
+        aipulse.close(timeout=2)
+        ch.close()
+        group.stop()

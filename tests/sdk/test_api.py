@@ -19,7 +19,7 @@ def test_everything_is_a_silent_noop_before_init():
     assert aipulse.record(feature="x", latency_ms=1.0)
     assert aipulse.feedback("abc", "thumbs_up")
     assert aipulse.evaluate("abc", correct=True)
-    assert aipulse.flush(0.1) is True
+    assert aipulse.flush(0.1) == aipulse.FlushResult(delivered=0, dropped={}, pending=0)
     aipulse.close()
     st = aipulse.stats()
     assert st["enabled"] is False and st["emitted"] == 0

@@ -6,8 +6,10 @@ import doctest
 import pytest
 
 import aipulse.config
+import aipulse.contract
 import aipulse.costs
 import aipulse.governance
+import aipulse.transport
 from aipulse.config import Config
 from aipulse.costs import Pricer
 from aipulse.governance import Governance, redact_common
@@ -81,7 +83,8 @@ def test_failing_redaction_hook_removes_the_text():
     assert "prompt" not in ev
 
 
-@pytest.mark.parametrize("module", [aipulse.config, aipulse.costs, aipulse.governance])
+@pytest.mark.parametrize("module", [aipulse.config, aipulse.costs, aipulse.governance, aipulse.contract,
+                                    aipulse.transport])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0

@@ -57,7 +57,10 @@ def test_close_flushes_and_later_calls_are_noops(sdk_kafka, topic):
     assert aipulse.stats()["enabled"] is False
     aipulse.record(feature="after-close", latency_ms=1.0)  # silently ignored
     aipulse.close()                                         # twice is fine
-    assert len(consume(sdk_kafka, topic, 50)) == 50
+    records = consume(sdk_kafka, topic, 51)
+    kinds = [json.loads(r.value)["kind"] for r in records]
+    # the 50 events, then the SDK's final ledger message (docs/sdk.md, "Delivery ledger")
+    assert kinds == ["interaction"] * 50 + ["sdk_stats"]
 
 
 def test_flush_respects_its_deadline_when_kafka_is_absent():
@@ -66,7 +69,8 @@ def test_flush_respects_its_deadline_when_kafka_is_absent():
     try:
         aipulse.record(feature="f", latency_ms=1.0)
         t0 = time.monotonic()
-        assert aipulse.flush(0.3) is False
+        result = aipulse.flush(0.3)
+        assert not result and result.pending == 1 and result.delivered == 0
         assert time.monotonic() - t0 < 1.0
         assert aipulse.stats()["queued"] == 1
     finally:

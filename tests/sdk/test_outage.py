@@ -4,6 +4,7 @@ exactly, and events flow again when the broker returns, without a restart of the
 from __future__ import annotations
 
 import gc
+import json
 import statistics
 import time
 
@@ -117,9 +118,9 @@ def test_broker_down_at_start_then_returns(sdk_kafka, tmp_path):
 def test_broker_lost_mid_run_then_returns(tmp_path):
     broker = start_kafka(tmp_path / "kafka", port=0, partitions=1)
     port = broker.port
-    aipulse.init(kafka_bootstrap=broker.bootstrap, topic="aipulse.midrun", service="outage", user_salt="s",
-                 max_queue_events=BUFFER, max_inflight_bytes=256 * 1024, delivery_timeout_ms=60_000,
-                 warn_interval_s=3600)
+    client = aipulse.init(kafka_bootstrap=broker.bootstrap, topic="aipulse.midrun", service="outage",
+                          user_salt="s", max_queue_events=BUFFER, max_inflight_bytes=256 * 1024,
+                          delivery_timeout_ms=60_000, warn_interval_s=3600)
     try:
         before = [aipulse.record(feature="before", latency_ms=1.0) for _ in range(100)]
         assert aipulse.flush(15)
@@ -141,6 +142,17 @@ def test_broker_lost_mid_run_then_returns(tmp_path):
         assert st["emitted"] == st["sent"] + sum(st["dropped"].values())
         keys = {r.key.decode() for r in consume(broker.bootstrap, "aipulse.midrun", st["sent"], timeout=30)}
         assert set(before) <= keys and set(after) <= keys
+
+        # The delivery ledger: the final sdk_stats message on the topic is the SDK's own
+        # stats() at close, outage losses included.
+        aipulse.close(timeout=5)
+        st = client.stats()
+        assert st["dropped"]["kafka_unavailable"] > 0
+        records = consume(broker.bootstrap, "aipulse.midrun", st["sent"] + 1, timeout=30)
+        final = [json.loads(r.value) for r in records if b'"kind":"sdk_stats"' in r.value][-1]
+        assert final["final"] and final["instance_id"] == client.instance_id
+        assert (final["emitted"], final["sent"], final["queued"]) == (st["emitted"], st["sent"], st["queued"])
+        assert final["dropped"] == {r: n for r, n in st["dropped"].items() if n}
     finally:
         aipulse.close(timeout=2)
         stop_pid(broker.pid)

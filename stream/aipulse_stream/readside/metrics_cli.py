@@ -2,11 +2,14 @@
 
     aipulse metrics --group-by feature,model --from -1h --to now
     aipulse metrics --group-by variant --where feature=chat --from 2024-05-01T00:00:00Z --json
+    aipulse metrics --ledger --from -1h [--where service=support] [--json]
 
 The CLI module registers the subcommand with :func:`add_arguments` and calls :func:`run`.
 Without ``--json`` a readable table (the most watched figures); with ``--json`` a list of
 objects, one per group: the group's dims under their names and every figure under the
 stable names of ``readside.query.FIGURES`` (rates and quantiles are null when undefined).
+With ``--ledger``: the SDK's delivery ledger instead (:mod:`.ledger`), per service and
+instance: emitted, sent, queued, lost before Kafka and why.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import sys
 from datetime import datetime, timezone
 
 from ..config import Settings
+from .ledger import ledger_query, render_ledger
 from .query import DIMENSIONS, FIGURES, QueryError, metrics_query
 from .times import TimeArgError, parse_time
 
@@ -57,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--where", action="append", default=[], metavar="DIM=VALUE",
                         help="keep only this value of a dimension; repeat (the same dim twice = either value)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects with stable names")
+    parser.add_argument("--ledger", action="store_true",
+                        help="the SDKs' delivery ledger per service and instance: events lost before Kafka, and why")
     parser.add_argument("--grain", choices=("auto", "window"), default="auto",
                         help="auto = read hourly/daily rollups for whole hours/days (same answer, cheaper)")
 
@@ -111,7 +117,13 @@ def run(args: argparse.Namespace, settings: Settings, client=None, out=None) -> 
             from ..storage.clickhouse import connect
 
             client = connect(settings)
-        rows = metrics_query(client, settings, group_by, start, end, where, grain=args.grain)
+        if getattr(args, "ledger", False):
+            try:
+                rows = ledger_query(client, settings, start, end, where)
+            except ValueError as err:
+                raise QueryError(str(err)) from None
+        else:
+            rows = metrics_query(client, settings, group_by, start, end, where, grain=args.grain)
     except (QueryError, TimeArgError) as err:
         print(f"aipulse metrics: {err}", file=sys.stderr)
         return 2
@@ -120,8 +132,10 @@ def run(args: argparse.Namespace, settings: Settings, client=None, out=None) -> 
               file=sys.stderr)
         return 1
     if args.json:
-        json.dump(rows, out, indent=2, allow_nan=False)
+        json.dump(rows, out, indent=2, allow_nan=False, default=str)
         out.write("\n")
+    elif getattr(args, "ledger", False):
+        print(render_ledger(rows), file=out)
     elif not rows:
         print(f"no window rows between {start.isoformat()} and {end.isoformat()}", file=out)
     else:

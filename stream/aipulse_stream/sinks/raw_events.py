@@ -1,4 +1,5 @@
-"""Raw events to their ClickHouse tables (interactions, feedback, evaluations), in batches.
+"""Raw events to their ClickHouse tables (interactions, feedback, evaluations, and the SDK's
+delivery ledger ``sdk_stats``), in batches.
 
 Column names are the event field names (see storage/migrations/001_raw_events.sql), plus
 the Kafka partition and offset the event came from.
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from aipulse.contract import Evaluation, Feedback, Interaction
+from aipulse.contract import Evaluation, Feedback, Interaction, SdkStats
 
 INTERACTION_COLUMNS = (
     "event_id", "interaction_id", "schema_version", "ts", "service", "feature", "model", "provider",
@@ -25,11 +26,18 @@ EVALUATION_COLUMNS = (
     "event_id", "interaction_id", "schema_version", "ts", "service", "source", "correct", "score",
     "evaluator", "label",
 )
+SDK_STATS_COLUMNS = (
+    "event_id", "schema_version", "ts", "service", "instance_id", "pid", "sdk_version", "interval_s", "final",
+    "emitted", "sent", "queued", "dropped",
+)
 TABLES = {
     "interaction": ("interactions", INTERACTION_COLUMNS),
     "feedback": ("feedback", FEEDBACK_COLUMNS),
     "evaluation": ("evaluations", EVALUATION_COLUMNS),
+    "sdk_stats": ("sdk_stats", SDK_STATS_COLUMNS),   # storage/migrations/005_sdk_stats.sql
 }
+# The kinds the windows aggregate: the ledger is stored, never counted as traffic.
+APP_KINDS = ("interaction", "feedback", "evaluation")
 SOURCE_COLUMNS = ("_topic", "_partition", "_offset")
 
 
@@ -39,7 +47,7 @@ def _attr_text(value) -> str:
     return json.dumps(value)
 
 
-def rows_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Evaluation]],
+def rows_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Evaluation | SdkStats]],
                   topic: str) -> dict[str, list[list]]:
     """Group (partition, offset, event) of `topic` into row lists per table, columns in TABLES order."""
     out: dict[str, list[list]] = {}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aipulse.contract import Evaluation, Feedback, Interaction, InvalidEvent, parse_event
+from aipulse.contract import Evaluation, Feedback, Interaction, InvalidEvent, SdkStats, parse_wire
 
 from ..config import Settings
 
-Event = Interaction | Feedback | Evaluation
+# Every kind of the events topic: the application's three and the SDK's own ledger.
+Event = Interaction | Feedback | Evaluation | SdkStats
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Validator:
         if len(raw) > self.max_bytes:
             return Rejected(f"message of {len(raw)} bytes is larger than the {self.max_bytes}-byte limit")
         try:
-            event = parse_event(raw)
+            event = parse_wire(raw)
         except InvalidEvent as err:
             return Rejected(err.reason)
         ts = event.ts.timestamp()
