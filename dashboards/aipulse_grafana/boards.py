@@ -9,6 +9,7 @@ red line and the alert that pages agree.
 """
 from __future__ import annotations
 
+from aipulse_stream.readside.ledger import COLUMNS as LEDGER_COLUMNS
 from aipulse_stream.readside.ledger import ledger_sql
 
 from .panels import Board
@@ -224,7 +225,7 @@ def pipeline(db: str, t: Targets) -> Board:
     b.table("Events lost before Kafka (SDK ledger)",
             "Which application instances lost events before they reached Kafka, how many, and why?",
             ledger_sql(db, f"$__timeFilter(ts) AND {var_filter(('service',))}"),
-            ["service", "instance_id", "emitted", "sent", "queued", "lost", "dropped", "last_report"], w=24)
+            list(LEDGER_COLUMNS), w=24)
     b.prom("Late and orphaned events", "Are events arriving too late or without their interaction?",
            [("sum(rate(aipulse_worker_late_events_total[$__rate_interval]))", "late/s"),
             ("sum(rate(aipulse_worker_orphaned_events_total[$__rate_interval]))", "orphaned/s")], unit="ops")

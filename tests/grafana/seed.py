@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from aipulse.contract import Evaluation, Feedback, Interaction
+from aipulse.contract import Evaluation, Feedback, Interaction, SdkStats
 from aipulse_stream.config import Settings
 from aipulse_stream.sinks.raw_events import column_names, rows_by_table
 from aipulse_stream.transforms.join import JoinedKey, ts_ms
@@ -100,6 +100,15 @@ def store(client, db: str, events, lag_s: float = 0.5) -> None:
     rows = agg.drain_rows()
     cols = list(rows[0])
     client.insert(f"{db}.metrics_window", [[r[c] for c in cols] for r in rows], column_names=cols)  # one insert
+    # The SDK's delivery ledger of each service (the Pipeline board's ledger table): two
+    # instances, one of which lost events while Kafka was away.
+    services = sorted({e.service for e in events})
+    for i, service in enumerate(services):
+        for n, (inst, dropped) in enumerate(((f"{service}-a", {}), (f"{service}-b", {"kafka_unavailable": 7}))):
+            emitted = 100 + n
+            triples.append((0, len(events) + 2 * i + n, SdkStats(
+                event_id=f"ledger-{service}-{n}", ts=events[len(events) // 2].ts, service=service, instance_id=inst,
+                emitted=emitted, sent=emitted - sum(dropped.values()), queued=0, dropped=dropped)))
     for table, trows in rows_by_table(triples, "aipulse.events").items():
         names = column_names(table)
         ts_i = names.index("ts")

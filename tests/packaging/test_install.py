@@ -64,22 +64,6 @@ def _clean_env(home: Path, **extra) -> dict:
     return env
 
 
-def dockerfile_install_spec() -> str:
-    """The requirement the Dockerfile's ``pip install`` line installs, e.g. ``.[server]``."""
-    text = (ROOT / "Dockerfile").read_text()
-    lines = [ln for ln in text.replace("\\\n", " ").splitlines() if re.match(r"\s*RUN\s+.*pip install", ln)]
-    assert len(lines) == 1, f"expected one `RUN pip install` line in the Dockerfile, found {lines}"
-    words = [w for w in shlex.split(lines[0].split("pip install", 1)[1]) if not w.startswith("-")]
-    assert len(words) == 1 and words[0].startswith("."), f"the Dockerfile should install the project itself: {words}"
-    return words[0]
-
-
-def extras_of(spec: str) -> list[str]:
-    m = re.fullmatch(r"\.(?:\[([\w,\s-]*)\])?", spec)
-    assert m, f"unexpected install spec {spec!r}"
-    return [e.strip() for e in (m.group(1) or "").split(",") if e.strip()]
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """The wheel built from a copy of the working tree (tracked and new files, not caches), so
@@ -120,7 +104,9 @@ def sdk_python(wheel, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server_python(wheel, tmp_path_factory) -> Path:
-    extras = extras_of(dockerfile_install_spec())
+    # The issue's install: `pip install "aipulse[server]"`, no test extras. (The image installs a
+    # narrower list, checked by tests/deploy/test_compose.py with the left-out packages hidden.)
+    extras = ["server"]
     # --no-compile: byte-compiling pandas, matplotlib, faust... is most of the install's time;
     # the commands below compile what they import.
     return _venv(tmp_path_factory.mktemp("venv-server"), f"{wheel}[{','.join(extras)}]" if extras else str(wheel),
@@ -214,8 +200,11 @@ def test_dockerfile_copies_every_source_root_and_runs_aipulse():
     text = (ROOT / "Dockerfile").read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
     roots = re.search(r'where = \[([^\]]*)\]', pyproject).group(1)
+    ignored = {ln.strip().rstrip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
+    assert re.search(r"^COPY \. \.$", text, re.M), "the Dockerfile copies the build context"
     for root in re.findall(r'"([^"]+)"', roots):
-        assert re.search(rf"^COPY {re.escape(root)} ", text, re.M), f"the Dockerfile does not COPY {root}/"
+        assert root not in ignored, f".dockerignore keeps {root}/ out of the image"
+    assert re.search(r"pip install --no-deps \.", text), "the image installs the project itself"
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
     assert cmd == ["aipulse", "worker"], cmd
-    assert extras_of(dockerfile_install_spec()) == ["server"]
