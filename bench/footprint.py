@@ -110,7 +110,7 @@ def one_run(keys: int, events: int) -> dict:
         segs = [f for f in (settings.state_dir / "kafka").rglob("*.log")
                 if f.parent.name.rsplit("-", 1)[0] == settings.topic]
         kafka_bytes = sum(f.stat().st_size for f in segs)
-    return {"keys": keys, "events": total, "done": done, **mem, "tables": sizes,
+    return {"keys": keys, "interactions": events, "events": total, "done": done, **mem, "tables": sizes,
             "kafka_bytes": kafka_bytes, "kafka_bytes_per_message": kafka_bytes / total if total else None,
             "wire_bytes_per_message": wire_bytes / total if total else None}
 

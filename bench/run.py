@@ -130,12 +130,14 @@ def bench_sdk(runs: int, quick: bool, log: Path) -> dict:
 
 def bench_worker(runs: int, quick: bool, log: Path) -> dict:
     events = "50000" if quick else "200000"
-    args = ["bench/worker_throughput.py", "--json", "--skip-contract-baseline", "--events", events]
+    args = ["bench/worker_throughput.py", "--json", "--events", events]   # runs bare, worker, bare
 
     def pick(d):
         w = d["worker_rate"]
         b = d["bare_rate"]
-        return {"worker.events_per_s": w, "bare.events_per_s": b, "ratio": w / b if b else None}
+        return {"worker.events_per_s": w, "bare.events_per_s": b, "ratio": w / b if b else None,
+                "worker.cpu_us_per_event": d["worker"].get("cpu_us_per_event"),
+                "bare.cpu_us_per_event": (d.get("bare") or {}).get("cpu_us_per_event")}
     return repeated("worker", args, runs, log, 1800, pick)
 
 
@@ -203,12 +205,13 @@ def grafana_rule_detection(rule: str, before: float, after: float) -> dict:
 
 def bench_footprint(runs: int, quick: bool, log: Path) -> dict:
     """Worker memory at 1k, 10k and 100k distinct keys; ClickHouse bytes per row (one pass)."""
-    args = ["bench/footprint.py", "--json", "--events", "20000" if quick else "100000"]
+    # 100k interactions even with --quick: fewer would cap the distinct keys below 100k.
+    args = ["bench/footprint.py", "--json", "--events", "100000"]
 
     def pick(d):
         out = {}
         for r in d["runs"]:
-            out[f"peak_rss_mb.{r['keys']}"] = r["peak_rss_mb"]
+            out[f"peak_rss_mb.{min(r['keys'], r['interactions'])}"] = r["peak_rss_mb"]
         last = d["runs"][-1]
         for t, sz in last["tables"].items():
             out[f"bytes_per_row.{t}"] = sz["bytes_per_row"]
@@ -238,29 +241,31 @@ def markdown(results: dict) -> str:
     r = results["benchmarks"]
     if "sdk" in r:
         f = r["sdk"]["figures"]
-        rows.append(f"| SDK caller cost per interaction, median / P99 | {fmt(f['sdk.median_us'], ' µs', digits=2)} / "
-                    f"{fmt(f['sdk.p99_us'], ' µs', digits=1)} | bare kafka-python send: {fmt(f['bare.median_us'], ' µs', digits=2)} / "
-                    f"{fmt(f['bare.p99_us'], ' µs', digits=1)} | `bench/sdk_overhead.py` |")
+        rows.append(f"| SDK caller cost per interaction, median / P99 | {fmt(f.get('sdk.median_us', {}), ' µs', digits=2)} / "
+                    f"{fmt(f.get('sdk.p99_us', {}), ' µs', digits=1)} | bare kafka-python send: {fmt(f.get('bare.median_us', {}), ' µs', digits=2)} / "
+                    f"{fmt(f.get('bare.p99_us', {}), ' µs', digits=1)} | `bench/sdk_overhead.py` |")
     if "worker" in r:
         f = r["worker"]["figures"]
-        rows.append(f"| one worker, end to end into ClickHouse | {fmt(f['worker.events_per_s'], ' ev/s', digits=0)}, "
-                    f"{fmt(f['ratio'], 'x', digits=2)} of bare | bare aiokafka + json.loads: "
-                    f"{fmt(f['bare.events_per_s'], ' ev/s', digits=0)} | `bench/worker_throughput.py` |")
+        rows.append(f"| one worker, end to end into ClickHouse | {fmt(f.get('worker.events_per_s', {}), ' ev/s', digits=0)}, "
+                    f"{fmt(f.get('ratio', {}), 'x', digits=2)} of bare, {fmt(f.get('worker.cpu_us_per_event', {}), ' µs', digits=1)} CPU/event "
+                    f"| bare aiokafka + json.loads (mean of a run before and after the worker): "
+                    f"{fmt(f.get('bare.events_per_s', {}), ' ev/s', digits=0)}, {fmt(f.get('bare.cpu_us_per_event', {}), ' µs', digits=1)} CPU/event "
+                    f"| `bench/worker_throughput.py` |")
     if "freshness" in r:
         f = r["freshness"]["figures"]
-        rows.append(f"| window freshness (row complete after window end), P50 / P99 | {fmt(f['p50_s'], ' s', digits=2)} / "
-                    f"{fmt(f['p99_s'], ' s', digits=2)} | target {fmt(f['target_s'], ' s', digits=0)} | `bench/freshness.py` |")
+        rows.append(f"| window freshness (row complete after window end), P50 / P99 | {fmt(f.get('p50_s', {}), ' s', digits=2)} / "
+                    f"{fmt(f.get('p99_s', {}), ' s', digits=2)} | target {fmt(f.get('target_s', {}), ' s', digits=0)} | `bench/freshness.py` |")
     if "sketch" in r:
         f = r["sketch"]["figures"]
         for dist in ("lognormal", "bimodal", "pareto"):
             rows.append(f"| P50..P99.9 relative error, {dist}, median / max | "
-                        f"{fmt(f[f'{dist}.sketch.median_rel_error'], pct=True)} / {fmt(f[f'{dist}.sketch.max_rel_error'], pct=True)} | "
-                        f"Prometheus Histogram, default buckets: {fmt(f[f'{dist}.prometheus_histogram.median_rel_error'], pct=True)} / "
-                        f"{fmt(f[f'{dist}.prometheus_histogram.max_rel_error'], pct=True)} | `bench/sketch_accuracy.py` |")
+                        f"{fmt(f.get(f'{dist}.sketch.median_rel_error', {}), pct=True)} / {fmt(f.get(f'{dist}.sketch.max_rel_error', {}), pct=True)} | "
+                        f"Prometheus Histogram, default buckets: {fmt(f.get(f'{dist}.prometheus_histogram.median_rel_error', {}), pct=True)} / "
+                        f"{fmt(f.get(f'{dist}.prometheus_histogram.max_rel_error', {}), pct=True)} | `bench/sketch_accuracy.py` |")
     if "alerts" in r:
         f = r["alerts"]["figures"]
         g = r["alerts"]["grafana_rule"]
-        rows.append(f"| fallback surge 2 % -> 30 % to the webhook behind Alertmanager | {fmt(f['aipulse.detection_s'], ' s')} | "
+        rows.append(f"| fallback surge 2 % -> 30 % to the webhook behind Alertmanager | {fmt(f.get('aipulse.detection_s', {}), ' s')} | "
                     f"Grafana rule as provisioned (every {g['interval_s']:.0f} s, for {g['for_s']:.0f} s, group_wait "
                     f"{g['group_wait_s']:.0f} s): {g['expected_s']:.0f} s expected, {g['worst_s']:.0f} s worst (computed) | "
                     f"`tests/alerts/test_e2e_alertmanager.py -s` |")
@@ -277,8 +282,8 @@ def markdown(results: dict) -> str:
             rows.append("| ClickHouse bytes per row on disk after merge | "
                         + ", ".join(f"{t}: {fmt(v, ' B', digits=0)}" for t, v in bpr.items()
                                     if t != "partition_progress")
-                        + f"; Kafka log: {fmt(f['kafka_bytes_per_message'], ' B', digits=0)} per message "
-                          f"({fmt(f['wire_bytes_per_message'], ' B', digits=0)} of JSON)"
+                        + f"; Kafka log: {fmt(f.get('kafka_bytes_per_message', {}), ' B', digits=0)} per message "
+                          f"({fmt(f.get('wire_bytes_per_message', {}), ' B', digits=0)} of JSON)"
                         + " | (input for docs/scaling.md) | `bench/footprint.py` |")
     head = (f"Measured {results['date']} on {results['machine']}; median of {results['runs']} run(s), "
             f"(min..max) when repeated. `.venv/bin/python bench/run.py` reproduces it.")
