@@ -147,7 +147,9 @@ def test_broker_lost_mid_run_then_returns(tmp_path):
         # stats() at close, outage losses included.
         aipulse.close(timeout=5)
         st = client.stats()
-        assert st["dropped"]["kafka_unavailable"] > 0
+        # The outage cost events; whether they count as kafka_unavailable or queue_full depends
+        # on whether the SDK had noticed the broker was gone when its buffer filled.
+        assert st["dropped"]["kafka_unavailable"] + st["dropped"]["queue_full"] > 0, st
         records = consume(broker.bootstrap, "aipulse.midrun", st["sent"] + 1, timeout=30)
         final = [json.loads(r.value) for r in records if b'"kind":"sdk_stats"' in r.value][-1]
         assert final["final"] and final["instance_id"] == client.instance_id
