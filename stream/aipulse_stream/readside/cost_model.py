@@ -29,10 +29,9 @@ from datetime import datetime, timezone
 
 from ..config import Settings
 from ..storage.clickhouse import connect
-from .metrics_cli import _RELATIVE_ARG, _parse_where
-from .query import QueryError, metrics_query
+from .cli_args import add_time_range, add_where, guarded, parse_where, time_range
+from .query import metrics_query
 from .stats import total_interval
-from .times import TimeArgError, parse_time
 
 DAYS_PER_MONTH = 30
 ALL = ("*", "*")  # the key of the whole scope in cost_distribution
@@ -166,17 +165,13 @@ def render_text(p: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser._negative_number_matcher = _RELATIVE_ARG  # relative times like -7d (see metrics_cli)
     parser.add_argument("--volume", required=True, metavar="N/UNIT",
                         help="requests to project: 10000/day, 500/hour, 12/s, 300000/month")
     parser.add_argument("--feature", action="append", default=[], metavar="F", help="only this feature; repeat")
-    parser.add_argument("--where", action="append", default=[], metavar="DIM=VALUE",
-                        help="keep only this value of service, feature, model or variant; repeat")
+    add_where(parser, "service, feature, model or variant")
     parser.add_argument("--ceiling", type=float, default=None, metavar="USD",
                         help=f"monthly ceiling (default: the {CEILING_RULE} rule's threshold)")
-    parser.add_argument("--from", dest="start", default=DEFAULT_FROM, metavar="T",
-                        help="observed range start (default -7d)")
-    parser.add_argument("--to", dest="end", default="now", metavar="T", help="observed range end (default now)")
+    add_time_range(parser, DEFAULT_FROM, from_help=f"observed range start (default {DEFAULT_FROM})")
     parser.add_argument("--json", action="store_true", help="print the projection as JSON")
 
 
@@ -188,27 +183,21 @@ def run(args: argparse.Namespace, settings: Settings | None = None, client=None,
     the ``cost_run_rate_ceiling`` rule's threshold: the rule file lives a floor above)."""
     settings = settings or Settings.from_env()
     out = out or sys.stdout
-    try:
+
+    def read():
         volume = parse_volume(args.volume)
         if args.ceiling is not None and args.ceiling < 0:
             raise CostModelError(f"--ceiling {args.ceiling} must be a positive amount of USD per month")
-        now = datetime.now(timezone.utc)
-        start, end = parse_time(args.start, now), parse_time(args.end, now)
-        if end <= start:
-            raise CostModelError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
-        where = _parse_where(args.where)
+        start, end = time_range(args)
+        where = parse_where(args.where)
         if args.feature:
             where.setdefault("feature", []).extend(args.feature)
         ceiling = args.ceiling if args.ceiling is not None else default_ceiling
-        client = client or connect(settings)
-        p = project(client, settings, start, end, volume, where, ceiling)
-    except (CostModelError, QueryError, TimeArgError) as err:
-        print(f"aipulse cost-model: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # ClickHouse down or a server error: one readable line
-        print(f"aipulse cost-model: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}",
-              file=sys.stderr)
-        return 1
+        return project(client or connect(settings), settings, start, end, volume, where, ceiling)
+
+    code, p = guarded("cost-model", read, usage_errors=(CostModelError,))
+    if code:
+        return code
     if args.json:
         json.dump(p, out, indent=2, allow_nan=False)
         out.write("\n")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import datetime, timezone
 
 from ..config import Settings
+from ..storage.clickhouse import connect
+from .cli_args import add_time_range, add_where, guarded, parse_where, time_range
 from .ledger import ledger_query, render_ledger
 from .query import DIMENSIONS, FIGURES, QueryError, metrics_query
-from .times import TimeArgError, parse_time
 
 DEFAULT_FROM = "-1h"
 DEFAULT_TO = "now"
@@ -46,35 +45,17 @@ TABLE_COLUMNS = (
 )
 
 
-# argparse takes "-15m" for an option unless it looks like a negative number; relative
-# times are written that way in the issue (``--from -15m``), so teach this parser the form.
-_RELATIVE_ARG = re.compile(r"^-\d+(\.\d+)?[smhdw]?$")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser._negative_number_matcher = _RELATIVE_ARG  # private, stable since Python 3.2
     parser.add_argument("--group-by", default="", metavar="DIMS",
                         help=f"comma-separated dimensions among {', '.join(DIMENSIONS)} (default: one total)")
-    parser.add_argument("--from", dest="start", default=DEFAULT_FROM, metavar="T",
-                        help="start: RFC 3339, epoch seconds, 'now' or relative like -15m, -2h, -7d (default -1h)")
-    parser.add_argument("--to", dest="end", default=DEFAULT_TO, metavar="T", help="end (exclusive; default now)")
-    parser.add_argument("--where", action="append", default=[], metavar="DIM=VALUE",
-                        help="keep only this value of a dimension; repeat (the same dim twice = either value)")
+    add_time_range(parser, DEFAULT_FROM, DEFAULT_TO)
+    add_where(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects with stable names")
     parser.add_argument("--ledger", action="store_true",
                         help="the SDKs' delivery ledger per service and instance: events lost before Kafka, and why")
     parser.add_argument("--grain", choices=("auto", "window"), default="auto",
                         help="auto = read hourly/daily rollups for whole hours/days (same answer, cheaper)")
-
-
-def _parse_where(items: list[str]) -> dict[str, list[str]]:
-    where: dict[str, list[str]] = {}
-    for item in items:
-        dim, sep, value = item.partition("=")
-        if not sep:
-            raise QueryError(f"--where {item!r} must be DIM=VALUE")
-        where.setdefault(dim.strip(), []).append(value)
-    return where
 
 
 def _fmt(row: dict, figure: str, fmt: str) -> str:
@@ -106,35 +87,28 @@ def render_table(rows: list[dict], group_by: list[str]) -> str:
 def run(args: argparse.Namespace, settings: Settings, client=None, out=None) -> int:
     """Print the figures; 0 on success, 2 on a usage error, 1 when ClickHouse fails."""
     out = out or sys.stdout
-    try:
-        now = datetime.now(timezone.utc)
-        start, end = parse_time(args.start, now), parse_time(args.end, now)
-        if end <= start:
-            raise QueryError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
-        group_by = [d.strip() for d in args.group_by.split(",") if d.strip()]
-        where = _parse_where(args.where)
-        if client is None:
-            from ..storage.clickhouse import connect
+    group_by = [d.strip() for d in args.group_by.split(",") if d.strip()]
+    ledger = getattr(args, "ledger", False)
 
-            client = connect(settings)
-        if getattr(args, "ledger", False):
+    def read():
+        start, end = time_range(args)
+        where = parse_where(args.where)
+        c = client or connect(settings)
+        if ledger:
             try:
-                rows = ledger_query(client, settings, start, end, where)
+                return start, end, ledger_query(c, settings, start, end, where)
             except ValueError as err:
                 raise QueryError(str(err)) from None
-        else:
-            rows = metrics_query(client, settings, group_by, start, end, where, grain=args.grain)
-    except (QueryError, TimeArgError) as err:
-        print(f"aipulse metrics: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # ClickHouseUnavailable or a server error: one readable line
-        print(f"aipulse metrics: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}",
-              file=sys.stderr)
-        return 1
+        return start, end, metrics_query(c, settings, group_by, start, end, where, grain=args.grain)
+
+    code, result = guarded("metrics", read)
+    if code:
+        return code
+    start, end, rows = result
     if args.json:
         json.dump(rows, out, indent=2, allow_nan=False, default=str)
         out.write("\n")
-    elif getattr(args, "ledger", False):
+    elif ledger:
         print(render_ledger(rows), file=out)
     elif not rows:
         print(f"no window rows between {start.isoformat()} and {end.isoformat()}", file=out)

@@ -36,10 +36,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from ..config import Settings
 from ..storage.clickhouse import connect
-from .metrics_cli import _RELATIVE_ARG, _parse_where
-from .query import QueryError, metrics_query
+from .cli_args import add_time_range, add_where, guarded, parse_where, time_range
+from .query import metrics_query
 from .stats import wilson
-from .times import TimeArgError, parse_time
 
 MAX_BUCKETS = 30                 # points per trend line at most
 BUCKET_STEPS_S = (60, 300, 600, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -404,35 +403,25 @@ def build_report(client, settings: Settings, start: datetime, end: datetime, out
 # ------------------------------------------------------------------ CLI
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser._negative_number_matcher = _RELATIVE_ARG  # relative times like -30d (see metrics_cli)
-    parser.add_argument("--from", dest="start", default="-30d", metavar="T",
-                        help="start: RFC 3339, epoch seconds, 'now' or relative like -30d (default -30d)")
-    parser.add_argument("--to", dest="end", default="now", metavar="T", help="end (exclusive; default now)")
+    add_time_range(parser, "-30d")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.html", help="the HTML file to write")
-    parser.add_argument("--where", action="append", default=[], metavar="DIM=VALUE",
-                        help="keep only this value of a dimension (service, feature, model, variant); repeat")
+    add_where(parser, "a dimension (service, feature, model, variant)")
 
 
 def run(args: argparse.Namespace, settings: Settings | None = None, client=None) -> int:
     """Write the review; 0 on success, 2 on a usage error, 1 when ClickHouse fails."""
     settings = settings or Settings.from_env()
-    try:
-        now = datetime.now(timezone.utc)
-        start, end = parse_time(args.start, now), parse_time(args.end, now)
-        if end <= start:
-            raise ReportError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+
+    def write():
+        start, end = time_range(args)
         if args.out.suffix.lower() not in (".html", ".htm"):
             raise ReportError(f"--out {args.out} must end in .html")
-        where = _parse_where(args.where)
-        client = client or connect(settings)
-        data = build_report(client, settings, start, end, args.out, where)
-    except (ReportError, QueryError, TimeArgError) as err:
-        print(f"aipulse report: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # ClickHouse down or a server error: one readable line
-        print(f"aipulse report: {str(err).splitlines()[0][:300] if str(err) else type(err).__name__}",
-              file=sys.stderr)
-        return 1
+        where = parse_where(args.where)
+        return build_report(client or connect(settings), settings, start, end, args.out, where)
+
+    code, data = guarded("report", write, usage_errors=(ReportError,))
+    if code:
+        return code
     total = data["total"][0]["requests"] if data["total"] else 0
     print(f"{args.out}: {total:,} requests, {len(data['rollouts'])} rollouts, {len(data['alerts'])} alerts, "
           f"{len(data['edge_cases'])} edge cases")
