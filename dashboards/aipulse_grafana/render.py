@@ -4,8 +4,9 @@
     >>> render_all(client, Path("previews"), start, end)      # doctest: +SKIP
     [PosixPath('previews/aipulse-overview.png'), ...]
 
-This is a preview, not Grafana. It reads the same dashboard JSON Grafana is provisioned with
-(``dashboards/provisioning/dashboards/json``) and runs each ClickHouse target's rawSql after
+This is a preview, not Grafana. It draws the same dashboard JSON Grafana is provisioned with
+(built from :mod:`.boards`, as `aipulse grafana export` writes it to
+``dashboards/provisioning/dashboards/json``) and runs each ClickHouse target's rawSql after
 the same expansion (:func:`aipulse_grafana.plugin_macros.render`: $__conditionalAll, the
 variables, the plugin's macros; every variable at All, options from its own query), then
 draws it with matplotlib at the JSON's gridPos with the panel's title, unit, thresholds and
@@ -24,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from .boards import all_boards
 from .plugin_macros import ALL, Variable, render
 
-JSON_DIR = Path(__file__).resolve().parent.parent / "provisioning" / "dashboards" / "json"
 GRID_COLS = 24
 CELL_W_IN, CELL_H_IN = 0.82, 0.42       # one grid column / row, in inches (Grafana: ~30 px rows)
 MAX_POINTS = 400                        # like Grafana's maxDataPoints for a panel this wide
@@ -168,11 +169,31 @@ def _legend(panel: dict) -> dict:
     return ((panel.get("options") or {}).get("legend")) or {"showLegend": True, "displayMode": "list"}
 
 
-def draw_timeseries(ax, panel, frames) -> int:
+def complete_buckets(series: dict[str, tuple[list, list]], start: datetime, end: datetime,
+                     interval_s: int) -> dict[str, tuple[list, list]]:
+    """Only the time buckets wholly inside [start, end].
+
+    A bucket the range cuts (the first, when ``start`` is not on a bucket edge, and the last,
+    still filling at ``end``; with ``end`` = now, its windows are still open) holds part of
+    its traffic: drawn, a count or a cost would show a false drop at the right edge."""
+    lo, hi = start.timestamp(), end.timestamp()
+    out = {}
+    for name, (xs, ys) in series.items():
+        keep = [(x, y) for x, y in zip(xs, ys) if x.timestamp() >= lo and x.timestamp() + interval_s <= hi]
+        if any(y == y for _, y in keep):
+            out[name] = ([x for x, _ in keep], [y for _, y in keep])
+    return out
+
+
+def draw_timeseries(ax, panel, frames, window: tuple[datetime, datetime, int] | None = None) -> int:
+    """``window``: (start, end, bucket seconds); buckets the range cuts are not drawn."""
     unit = _unit_of(panel)
     n = 0
     for cols, rows in frames:
-        for name, (xs, ys) in long_to_series(cols, rows).items():
+        series = long_to_series(cols, rows)
+        if window is not None:
+            series = complete_buckets(series, *window)
+        for name, (xs, ys) in series.items():
             ax.plot(xs, ys, lw=1.3, label=name)
             n += sum(1 for y in ys if y == y)
     steps = _steps(panel)
@@ -316,7 +337,7 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
     fx, fy = (lambda inch: inch / fig_w), (lambda inch: inch / fig_h)  # inches -> figure fractions
     fig.text(fx(0.12), 1 - fy(0.18), board["title"], fontsize=15, weight="bold", va="top")
     fig.text(fx(0.12), 1 - fy(0.62), f"{start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC, every variable = All"
-             "  |  aipulse preview, not Grafana: same JSON, same SQL", fontsize=8, color="0.35", va="top")
+             "  |  aipulse preview, not Grafana: same JSON, same SQL; time buckets cut by the range not drawn", fontsize=8, color="0.35", va="top")
     vars_ = variables(client, board, start, end, database)
     interval = interval_for(start, end)
     drawn: dict = {}
@@ -353,7 +374,7 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
         frames = [run_target(client, t, start, end, interval, vars_, database) for t in targets]
         kind = p["type"]
         if kind == "timeseries":
-            n = draw_timeseries(ax, p, frames)
+            n = draw_timeseries(ax, p, frames, (start, end, interval))
         elif kind in ("stat", "gauge"):
             n = draw_stat(ax, p, frames, gauge=kind == "gauge")
         elif kind == "table":
@@ -377,7 +398,12 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
     return drawn
 
 
-def load_boards(folder: Path = JSON_DIR) -> list[tuple[str, dict]]:
+def load_boards(folder: Path | None = None) -> list[tuple[str, dict]]:
+    """(uid, dashboard JSON) of every board: built from the definitions in :mod:`.boards` (the
+    JSON `aipulse grafana export` writes; a plain install has no exported files), or read from
+    an exported ``folder``."""
+    if folder is None:
+        return sorted(((b.uid, b.build()) for b in all_boards()), key=lambda t: t[0])
     files = sorted(Path(folder).glob("*.json"))
     if not files:
         raise FileNotFoundError(f"no dashboard JSON in {folder}: run `aipulse grafana export`")
@@ -385,7 +411,7 @@ def load_boards(folder: Path = JSON_DIR) -> list[tuple[str, dict]]:
 
 
 def render_all(client, out_dir: Path, start, end, database: str = DB_IN_JSON, progress_out=None,
-               folder: Path = JSON_DIR, on_board: Callable[[str, dict], None] | None = None) -> list[Path]:
+               folder: Path | None = None, on_board: Callable[[str, dict], None] | None = None) -> list[Path]:
     """One PNG per dashboard JSON in ``folder``; a rich progress bar on a terminal."""
     start, end = (_utc(t) for t in (start, end))
     boards = load_boards(folder)

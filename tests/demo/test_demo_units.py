@@ -1,12 +1,13 @@
 """Pure parts of the demo and the dashboard preview (no stack)."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from aipulse_grafana.render import fmt_value, interval_for, long_to_series, threshold_color
+from aipulse_grafana.render import complete_buckets, fmt_value, interval_for, long_to_series, threshold_color
 from aipulse_cli.demo.scenario import timeline
 from aipulse_cli.demo.trace import ATTRIBUTION, PACKAGED_DIR, TraceMissing, default_dir, load_trace, thin
 
@@ -68,3 +69,27 @@ def test_alerts_of_an_earlier_run_are_not_this_runs():
     t = datetime(2026, 12, 2, 13, 12, 1, tzinfo=timezone.utc).timestamp()
     n = SimpleNamespace(starts_at="2026-12-02T13:12:01.123456789Z")  # Alertmanager's nanoseconds
     assert started_since(n, t) and not started_since(n, t + 60)
+
+
+def test_buckets_the_range_cuts_are_not_drawn():
+    """The last bucket, still filling at `end`, would draw a false drop in a count or a cost."""
+    start = datetime(2024, 5, 1, 12, 0, 5, tzinfo=timezone.utc)  # cuts the 12:00:00 bucket
+    end = datetime(2024, 5, 1, 12, 1, 45, tzinfo=timezone.utc)   # cuts the 12:01:30 bucket
+    xs = [datetime(2024, 5, 1, 12, 0, s, tzinfo=timezone.utc) for s in (0, 30)] + [
+        datetime(2024, 5, 1, 12, 1, s, tzinfo=timezone.utc) for s in (0, 30)]
+    kept = complete_buckets({"requests": (xs, [100.0, 100.0, 100.0, 40.0]), "empty": (xs[:1], [5.0])},
+                            start, end, 30)
+    assert kept == {"requests": (xs[1:3], [100.0, 100.0])}
+
+
+def test_previews_draw_the_json_grafana_is_provisioned_with():
+    """A plain install has no exported files: the preview builds the boards from the same code."""
+    from aipulse_grafana.provisioning import build_files
+    from aipulse_grafana.render import load_boards
+
+    exported = {path: json.loads(text) for path, text in build_files(webhook=False, slack=False).items()
+                if path.startswith("dashboards/json/")}
+    built = load_boards()
+    assert len(built) == len(exported) >= 7
+    for uid, board in built:
+        assert board == exported[f"dashboards/json/{uid}.json"]
