@@ -11,9 +11,11 @@ the same expansion (:func:`aipulse_grafana.plugin_macros.render`: $__conditional
 variables, the plugin's macros; every variable at All, options from its own query), then
 draws it with matplotlib at the JSON's gridPos with the panel's title, unit, thresholds and
 legend: timeseries (long frames become one series per label value, as the plugin does), stat,
-gauge, table, barchart. Panels on other datasources are drawn as a labelled placeholder
-(Prometheus: the preview has no Prometheus to query) or, for the Alertmanager alert list,
-from the ``alerts`` table the detector writes.
+gauge, table, barchart. Prometheus targets run through Prometheus's HTTP API when a
+Prometheus is given (:mod:`.prometheus_api`: ``query_range`` with the panel's step, Grafana's
+$__rate_interval and $__interval expanded, series named by ``legendFormat``) and are drawn by
+the same code; without one they are a labelled placeholder. The Alertmanager alert list is
+drawn from the ``alerts`` table the detector writes.
 """
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from . import prometheus_api
 from .boards import all_boards
 from .plugin_macros import ALL, Variable, render
+from .prometheus_api import Prometheus, PrometheusError
 
 GRID_COLS = 24
 CELL_W_IN, CELL_H_IN = 0.82, 0.42       # one grid column / row, in inches (Grafana: ~30 px rows)
@@ -320,9 +324,18 @@ def draw_alert_list(ax, client, database: str, start, end) -> int:
     return len(rows)
 
 
+def run_prometheus_panel(prom: Prometheus, targets: list[dict], start: datetime, end: datetime):
+    """The panel's frames from Prometheus, or (None, the error line) when a query failed."""
+    try:
+        return [prometheus_api.run_target(prom, t, start, end) for t in targets], None
+    except PrometheusError as err:
+        return None, str(err)
+
+
 def render_board(client, board: dict, path: Path, start: datetime, end: datetime,
-                 database: str = DB_IN_JSON) -> dict:
-    """Draw one dashboard to ``path``; returns {panel title: data points drawn (None = not ClickHouse)}."""
+                 database: str = DB_IN_JSON, prometheus: Prometheus | None = None) -> dict:
+    """Draw one dashboard to ``path``; returns {panel title: data points drawn (None = not run:
+    a Prometheus panel with no ``prometheus`` given, or a panel type the preview does not draw)}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,7 +350,8 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
     fx, fy = (lambda inch: inch / fig_w), (lambda inch: inch / fig_h)  # inches -> figure fractions
     fig.text(fx(0.12), 1 - fy(0.18), board["title"], fontsize=15, weight="bold", va="top")
     fig.text(fx(0.12), 1 - fy(0.62), f"{start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC, every variable = All"
-             "  |  aipulse preview, not Grafana: same JSON, same SQL; time buckets cut by the range not drawn", fontsize=8, color="0.35", va="top")
+             "  |  aipulse preview, not Grafana: same JSON, same SQL" + (", same PromQL" if prometheus else "")
+             + "; time buckets cut by the range not drawn", fontsize=8, color="0.35", va="top")
     vars_ = variables(client, board, start, end, database)
     interval = interval_for(start, end)
     drawn: dict = {}
@@ -364,17 +378,29 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
         if p["type"] == "alertGroups":
             drawn[p["title"]] = draw_alert_list(ax, client, database, start, end)
             continue
-        if ds != "grafana-clickhouse-datasource":
+        from_prometheus = ds == "prometheus" and prometheus is not None
+        if ds != "grafana-clickhouse-datasource" and not from_prometheus:
             ax.axis("off")
-            exprs = "; ".join(t.get("expr", "") for t in targets)[:160].replace("$", r"\$")
-            ax.text(0.5, 0.5, f"{ds or 'other'} datasource: not run by the preview\n{exprs}", ha="center",
+            exprs = "; ".join(t.get("expr", "") for t in targets)[:160]
+            why = "no Prometheus given (--prometheus-url)" if ds == "prometheus" else "not run by the preview"
+            ax.text(0.5, 0.5, f"{ds or 'other'} datasource: {why}\n{exprs}", ha="center",
                     va="center", fontsize=7, color="0.45", wrap=True, transform=ax.transAxes)
             drawn[p["title"]] = None
             continue
-        frames = [run_target(client, t, start, end, interval, vars_, database) for t in targets]
+        if from_prometheus:
+            frames, error = run_prometheus_panel(prometheus, targets, start, end)
+            if error:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "\n".join(textwrap.wrap(error, 90)), ha="center", va="center", fontsize=7,
+                        color=COLORS["red"], transform=ax.transAxes)
+                drawn[p["title"]] = 0
+                continue
+        else:
+            frames = [run_target(client, t, start, end, interval, vars_, database) for t in targets]
         kind = p["type"]
         if kind == "timeseries":
-            n = draw_timeseries(ax, p, frames, (start, end, interval))
+            # Prometheus answers points evaluated at instants, not buckets: none is partial.
+            n = draw_timeseries(ax, p, frames, None if from_prometheus else (start, end, interval))
         elif kind in ("stat", "gauge"):
             n = draw_stat(ax, p, frames, gauge=kind == "gauge")
         elif kind == "table":
@@ -411,8 +437,10 @@ def load_boards(folder: Path | None = None) -> list[tuple[str, dict]]:
 
 
 def render_all(client, out_dir: Path, start, end, database: str = DB_IN_JSON, progress_out=None,
-               folder: Path | None = None, on_board: Callable[[str, dict], None] | None = None) -> list[Path]:
-    """One PNG per dashboard JSON in ``folder``; a rich progress bar on a terminal."""
+               folder: Path | None = None, on_board: Callable[[str, dict], None] | None = None,
+               prometheus: Prometheus | None = None) -> list[Path]:
+    """One PNG per dashboard JSON in ``folder``; a rich progress bar on a terminal. Prometheus
+    panels are queried from ``prometheus`` (:meth:`Prometheus.connect`), else placeholders."""
     start, end = (_utc(t) for t in (start, end))
     boards = load_boards(folder)
     out_dir = Path(out_dir)
@@ -427,7 +455,7 @@ def render_all(client, out_dir: Path, start, end, database: str = DB_IN_JSON, pr
     try:
         for stem, board in boards:
             path = out_dir / f"{stem}.png"
-            drawn = render_board(client, board, path, start, end, database)
+            drawn = render_board(client, board, path, start, end, database, prometheus)
             if on_board:
                 on_board(stem, drawn)
             paths.append(path)
@@ -452,6 +480,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="folder for one PNG per dashboard")
     p.add_argument("--from", dest="start", default="-1h", help="start (RFC 3339, epoch, relative like -1h)")
     p.add_argument("--to", dest="end", default="now", help="end (default now)")
+    p.add_argument("--prometheus-url", default=None,
+                   help="Prometheus for the Prometheus panels, http://user:pass@host:9090 "
+                        "(default: AIPULSE_PROMETHEUS_URL, else the local stack's; none: placeholders)")
 
 
 def run(args, settings) -> int:
@@ -469,13 +500,23 @@ def run(args, settings) -> int:
     if end <= start:
         print("aipulse grafana render: --to must be after --from", file=sys.stderr)
         return 2
+    prom = None
+    url = args.prometheus_url or getattr(settings, "prometheus_url", None)
+    if url:
+        try:
+            prom = Prometheus.connect(url)
+        except PrometheusError as err:
+            print(f"aipulse grafana render: {err}", file=sys.stderr)
+            return 2
     summary = {}
     paths = render_all(connect(settings), Path(args.out), start, end, settings.database, progress_out=sys.stderr,
-                       on_board=lambda stem, drawn: summary.__setitem__(stem, drawn))
+                       on_board=lambda stem, drawn: summary.__setitem__(stem, drawn), prometheus=prom)
     for path in paths:
         d = summary[path.stem]
         empty = [t for t, n in d.items() if n == 0]
         print(f"{path}  ({sum(1 for n in d.values() if n)} panels with data"
               + (f"; empty: {', '.join(empty)}" if empty else "") + ")")
+    if prom is None:
+        print("Prometheus panels not drawn: no Prometheus (give --prometheus-url or set AIPULSE_PROMETHEUS_URL)")
     print("a preview drawn by aipulse from the provisioned JSON and its SQL, not Grafana")
     return 0

@@ -1,7 +1,8 @@
 """The local stack: `aipulse up`, `aipulse down`, `aipulse status`.
 
 Starts what is not yet running (Kafka, the ClickHouse endpoint unless AIPULSE_CLICKHOUSE_URL
-is set, one worker, Alertmanager when installed) and returns when each is healthy. State
+is set, one worker, Alertmanager and Prometheus when installed) and returns when each is
+healthy; Prometheus scrapes every worker the stack records. State
 lives in one git-ignored folder (AIPULSE_HOME, default ./.aipulse)::
 
     >>> from aipulse_local.stack import up, status, down        # doctest: +SKIP
@@ -20,6 +21,7 @@ from typing import Callable
 
 from aipulse_stream.config import Settings
 
+from . import prometheus
 from .alertmanager import healthy as alertmanager_healthy
 from .clickhouse import ping, start_clickhouse
 from .credentials import CredentialsError, credentials_path, load_credentials
@@ -30,7 +32,7 @@ from .state import StackState, pid_alive, same_process
 
 WORKER_START_TIMEOUT_S = 90
 DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-ORDER = ("kafka", "clickhouse", "worker", "alertmanager")  # start order; stop is the reverse
+ORDER = ("kafka", "clickhouse", "worker", "alertmanager", "prometheus")  # start order; stop is the reverse
 
 Progress = Callable[[str], None]
 
@@ -55,6 +57,14 @@ def clickhouse_url(settings: Settings) -> str:
     if comp and pid_alive(comp.get("pid")):
         return local_clickhouse_url(settings, comp["address"])
     raise StackError("ClickHouse is not running: start the local stack with `aipulse up` or set AIPULSE_CLICKHOUSE_URL")
+
+
+def prometheus_url(settings: Settings) -> str:
+    """The local Prometheus's URL (with its credential), for the dashboard previews."""
+    url = prometheus.running_url(settings)
+    if url:
+        return url
+    raise StackError("Prometheus is not running: install prometheus and run `aipulse up`, or set AIPULSE_PROMETHEUS_URL")
 
 
 def local_clickhouse_url(settings: Settings, address: str, role: str = "writer") -> str:
@@ -96,6 +106,7 @@ def start_worker(settings: Settings, name: str = "worker", extra_env: dict | Non
     wait_until(lambda: worker_ready(address), WORKER_START_TIMEOUT_S, pid, f"the {name}", log_path)
     info = {"pid": pid, "address": address, "log": str(log_path), "kind": "worker"}
     state.put(name, **info)
+    prometheus.write_worker_targets(settings)  # scraped from the next round on
     return info
 
 
@@ -162,6 +173,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         start_if_available = None
     if start_if_available is not None:
         start_if_available(settings, state, progress)
+    prometheus.start_if_available(settings, state, progress)
     return status(settings)
 
 
@@ -205,6 +217,8 @@ def stop_component(settings: Settings, name: str, kill: bool = False) -> int | N
     else:
         stop_pid(pid)
     state.remove(name)
+    if comp.get("kind") == "worker":
+        prometheus.write_worker_targets(settings)
     return pid
 
 
@@ -221,6 +235,8 @@ def _healthy(name: str, comp: dict) -> bool:
         return worker_ready(addr)
     if kind == "alertmanager":   # behind basic auth: the recorded url carries the credential
         return alertmanager_healthy(comp.get("url") or f"http://{addr}")
+    if kind == "prometheus":
+        return prometheus.ready(comp.get("url") or f"http://{addr}")
     return True
 
 

@@ -80,6 +80,9 @@ class Settings(BaseModel):
     alertmanager_url: str | None = Field(None, description="Alertmanager base URL, http://user:pass@host:9093 with basic auth; unset = the local one")
     alert_webhook_url: str | None = Field(None, description="where the local Alertmanager delivers notifications")
 
+    # The stack's own metrics (the workers' /metrics, scraped by Prometheus).
+    prometheus_url: str | None = Field(None, description="Prometheus base URL (http://user:pass@host:9090) the dashboard previews query; unset = the local one")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Build from ``AIPULSE_*`` variables (empty values count as unset), then ``overrides``."""
