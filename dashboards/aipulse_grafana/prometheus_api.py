@@ -16,8 +16,9 @@ named by the target's ``legendFormat``::
     >>> cols, rows = run_target(prom, {"expr": "up", "legendFormat": "{{job}}"}, start, end)  # doctest: +SKIP
 
 The scrape interval Grafana reads from the datasource's "Scrape interval" setting (15 s when
-unset); the preview asks the Prometheus it queries (``/api/v1/targets``), so the local stack's
-short interval is used where it applies. A frame is long, as the ClickHouse plugin's are
+unset); the preview asks the Prometheus it queries (its configuration, ``/api/v1/status/config``:
+the longest interval of its scrape jobs), so the local stack's short interval is used where it
+applies. A frame is long, as the ClickHouse plugin's are
 (time, series name, value), so the same drawing code draws both.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import yaml
 from aipulse_alerts import basic_auth
 
 GRAFANA_SCRAPE_S = 15           # Grafana's default "Scrape interval" of a Prometheus datasource
@@ -167,16 +169,8 @@ class Prometheus:
 
     @classmethod
     def connect(cls, url: str) -> "Prometheus":
-        """Check ``url`` answers (with its credential) and learn the scrape interval of its
-        targets (the longest; Grafana's default when it scrapes nothing)."""
-        data = _get(url, "/api/v1/targets", {"state": "active"})
-        intervals = []
-        for t in data.get("activeTargets", []):
-            try:
-                intervals.append(parse_duration(t.get("scrapeInterval", "")))
-            except ValueError:
-                pass
-        return cls(url, max(intervals) if intervals else GRAFANA_SCRAPE_S)
+        """Check ``url`` answers (with its credential) and learn its scrape interval."""
+        return cls(url, scrape_interval_of(_get(url, "/api/v1/status/config").get("yaml", "")))
 
     def query_range(self, expr: str, start: datetime, end: datetime, step_s: float) -> list[dict]:
         data = _get(self.url, "/api/v1/query_range", {
@@ -185,6 +179,22 @@ class Prometheus:
         if data.get("resultType") != "matrix":
             raise PrometheusError(f"expected a matrix from query_range, got {data.get('resultType')}")
         return data.get("result", [])
+
+
+def scrape_interval_of(config_yaml: str) -> float:
+    """The longest scrape interval of a Prometheus configuration's jobs (a job without its own
+    has the global one; Grafana's default when neither says)::
+
+        >>> scrape_interval_of("global: {scrape_interval: 2s}\\nscrape_configs: [{job_name: a}, {job_name: b, scrape_interval: 5s}]")
+        5.0
+    """
+    try:
+        cfg = yaml.safe_load(config_yaml) or {}
+        default = (cfg.get("global") or {}).get("scrape_interval")
+        every = [job.get("scrape_interval", default) for job in cfg.get("scrape_configs") or []] or [default]
+        return max(parse_duration(e) for e in every if e) if any(every) else float(GRAFANA_SCRAPE_S)
+    except (yaml.YAMLError, ValueError, AttributeError, TypeError):
+        return float(GRAFANA_SCRAPE_S)
 
 
 def run_target(prom: Prometheus, target: dict, start: datetime, end: datetime) -> tuple[list[str], list[list]]:

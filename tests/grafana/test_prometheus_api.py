@@ -84,3 +84,12 @@ def test_matrix_becomes_named_series_with_values_and_gaps():
 def test_single_unlabelled_series_keeps_its_legend():
     cols, rows = matrix_to_frame([{"metric": {}, "values": [[T0.timestamp(), "3"]]}], "window lag")
     assert long_to_series(cols, rows) == {"window lag": ([T0], [3.0])}
+
+
+def test_scrape_interval_from_the_servers_config():
+    from aipulse_grafana.prometheus_api import GRAFANA_SCRAPE_S, scrape_interval_of
+
+    assert scrape_interval_of("global: {scrape_interval: 2s}\nscrape_configs: [{job_name: w}]") == 2
+    assert scrape_interval_of("global: {scrape_interval: 2s}\nscrape_configs: [{job_name: w, scrape_interval: 1m}]") == 60
+    assert scrape_interval_of("scrape_configs: []") == GRAFANA_SCRAPE_S
+    assert scrape_interval_of(": not yaml : [") == GRAFANA_SCRAPE_S

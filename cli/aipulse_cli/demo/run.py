@@ -8,6 +8,9 @@ receiver this process runs, replay the trace (arrival times and token counts, sp
 :class:`~aipulse_cli.demo.app.SupportAssistant`, follow :func:`~.scenario.timeline`, show
 rolling figures read back from ClickHouse, and at the end write PNG charts, one PNG per
 provisioned dashboard and the review of the run (``aipulse report``, review.html) into ``--out``.
+The simulated app serves the SDK's own metrics (:mod:`aipulse.metrics`) for the local
+Prometheus to scrape beside the worker's, so the dashboards' Prometheus panels (the Pipeline
+board, the circuit breaker transitions) are drawn from it too.
 """
 from __future__ import annotations
 
@@ -22,9 +25,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import aipulse
+import aipulse.metrics
 from aipulse_alerts.basic_auth import redact
+from aipulse_grafana.prometheus_api import Prometheus, PrometheusError
 from aipulse_grafana.render import render_all
 from aipulse_local import alertmanager
+from aipulse_local import prometheus as local_prometheus
+from prometheus_client import CollectorRegistry, start_http_server
 from aipulse_local.stack import clickhouse_url, kafka_bootstrap, up
 from aipulse_stream.config import Settings
 from aipulse_stream.readside.chart import write_demo_charts
@@ -66,6 +73,36 @@ def _progress_bar(out, label: str):
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     return Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), transient=True)
+
+
+class SdkMetricsEndpoint:
+    """The simulated app's /metrics (the SDK's counters) on a free 127.0.0.1 port, registered as
+    a target of the local Prometheus while the demo runs; :meth:`close` removes both."""
+
+    def __init__(self, settings: Settings, name: str):
+        registry = CollectorRegistry()
+        aipulse.metrics.register(registry)
+        self.server, self._thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.settings, self.name = settings, name
+        local_prometheus.add_target(settings, name, self.address)
+
+    def close(self) -> None:
+        local_prometheus.remove_target(self.settings, self.name)
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def prometheus_for_previews(settings: Settings, say) -> Prometheus | None:
+    """AIPULSE_PROMETHEUS_URL's Prometheus, else the local stack's; None (placeholders) when neither answers."""
+    url = settings.prometheus_url or local_prometheus.running_url(settings)
+    if not url:
+        return None
+    try:
+        return Prometheus.connect(url)
+    except PrometheusError as err:
+        say(f"  dashboard previews: Prometheus panels not drawn: {err}")
+        return None
 
 
 def read_trace(folder, out) -> Trace:
@@ -120,6 +157,10 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
             f"resolve_after): this run is service '{service}', so its alerts and rollback are its own")
     aipulse.init(kafka_bootstrap=kafka_bootstrap(settings), service=service, user_salt=secrets.token_hex(16),
                  capture_text=True, max_queue_events=50_000)
+    sdk_metrics = None
+    if st.get("prometheus", {}).get("healthy"):
+        sdk_metrics = SdkMetricsEndpoint(settings, f"demo-{service}")
+        say(f"  the app's SDK metrics: http://{sdk_metrics.address}/metrics (scraped by the local Prometheus)")
     cond = Conditions()
     app = SupportAssistant(cond)
     phases = timeline(duration)
@@ -196,6 +237,8 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     drain_until = time.monotonic() + DRAIN_S
     while time.monotonic() < drain_until and _open_alerts(ours()):
         time.sleep(2)
+    if sdk_metrics is not None:
+        sdk_metrics.close()   # before the SDK closes: its counters would read as a reset to 0
     aipulse.close()
 
     notices = ours()
@@ -216,7 +259,8 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     if dashboards:
         try:
             boards = render_all(client, out_dir / "dashboards", started - 60, ended + 60,
-                                database=settings.database, progress_out=out)
+                                database=settings.database, progress_out=out,
+                                prometheus=prometheus_for_previews(settings, say))
             say(f"dashboard previews (not Grafana): {len(boards)} PNGs in {out_dir / 'dashboards'}")
         except ImportError as err:
             say(f"dashboard previews skipped: {err}")
