@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 # package -> a binary proving it is installed
 declare -A PACKAGES=(
   [prometheus-alertmanager]=prometheus-alertmanager   # alerts: routing/grouping/delivery (+ amtool)
-  [prometheus]=promtool                               # promtool, to check generated rule files
+  [prometheus]=prometheus                             # the local stack's Prometheus (+ promtool, to check rule files)
   [chromium]=chromium                                 # headless browser: tests/report opens the review
 )
 

@@ -189,13 +189,21 @@ def complete_buckets(series: dict[str, tuple[list, list]], start: datetime, end:
     return out
 
 
-def draw_timeseries(ax, panel, frames, window: tuple[datetime, datetime, int] | None = None) -> int:
-    """``window``: (start, end, bucket seconds); buckets the range cuts are not drawn."""
+def time_format(span_s: float) -> str:
+    """Tick labels that differ from each other: seconds on a range of minutes, dates past a day."""
+    return "%H:%M:%S" if span_s <= 15 * 60 else "%H:%M" if span_s <= 86400 else "%m-%d %H:%M"
+
+
+def draw_timeseries(ax, panel, frames, window: tuple[datetime, datetime, int] | None = None,
+                    buckets: bool = True) -> int:
+    """``window``: (start, end, bucket seconds), the x axis (the dashboard's range, as Grafana
+    draws every panel); with ``buckets``, buckets the range cuts are not drawn (Prometheus
+    points are instants, not buckets: none is partial)."""
     unit = _unit_of(panel)
     n = 0
     for cols, rows in frames:
         series = long_to_series(cols, rows)
-        if window is not None:
+        if window is not None and buckets:
             series = complete_buckets(series, *window)
         for name, (xs, ys) in series.items():
             ax.plot(xs, ys, lw=1.3, label=name)
@@ -214,7 +222,10 @@ def draw_timeseries(ax, panel, frames, window: tuple[datetime, datetime, int] | 
         ax.set_ylabel(UNIT_LABEL[unit], fontsize=7)
     import matplotlib.dates as mdates
 
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
+    if window is not None:
+        ax.set_xlim(window[0], window[1])
+    span_s = (window[1] - window[0]).total_seconds() if window is not None else 86400
+    ax.xaxis.set_major_formatter(mdates.DateFormatter(time_format(span_s), tz=timezone.utc))
     ax.tick_params(labelsize=7)
     ax.grid(True, alpha=0.25)
     leg = _legend(panel)
@@ -399,8 +410,7 @@ def render_board(client, board: dict, path: Path, start: datetime, end: datetime
             frames = [run_target(client, t, start, end, interval, vars_, database) for t in targets]
         kind = p["type"]
         if kind == "timeseries":
-            # Prometheus answers points evaluated at instants, not buckets: none is partial.
-            n = draw_timeseries(ax, p, frames, None if from_prometheus else (start, end, interval))
+            n = draw_timeseries(ax, p, frames, (start, end, interval), buckets=not from_prometheus)
         elif kind in ("stat", "gauge"):
             n = draw_stat(ax, p, frames, gauge=kind == "gauge")
         elif kind == "table":

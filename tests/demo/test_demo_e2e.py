@@ -28,6 +28,10 @@ DEMO_RATE = 30.0
 MAY_BE_EMPTY = {
     "aipulse-pipeline: Dead letters": "the demo app sends only valid events",
     "aipulse-pipeline: Insert failures": "the local ClickHouse endpoint refuses no insert on a healthy run",
+    # The breaker opens after 5 consecutive gpt-4o failures; at the incident's 25 % failure rate
+    # that is rare (600 incident requests of the demo app opened it 0 times), so a short run
+    # usually has no transition to count.
+    "aipulse-reliability: Circuit breaker state changes": "the demo's breaker rarely opens",
 }
 
 

@@ -137,7 +137,7 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
     receiver = AlertReceiver()
     os.environ["AIPULSE_ALERT_WEBHOOK_URL"] = receiver.url  # a fresh Alertmanager reads it at start
     settings = settings.model_copy(update={"alert_webhook_url": receiver.url})
-    say("starting the local stack (Kafka, ClickHouse engine, worker, Alertmanager)...")
+    say("starting the local stack (Kafka, ClickHouse engine, worker, Alertmanager, Prometheus)...")
     st = up(settings, progress=lambda m: say("  " + m))
     if settings.alertmanager_url:
         say(f"  alerts go to your Alertmanager at {redact(settings.alertmanager_url)}; the demo's receiver sees none")
