@@ -2,6 +2,7 @@
 
     aipulse grafana export [--out dashboards/provisioning]
     aipulse grafana deploy --url https://grafana.example.com --token $GRAFANA_TOKEN
+    aipulse grafana render --out previews/ [--from -1h --to now] [--prometheus-url URL]
 
 Wired into the ``aipulse`` command by cli/aipulse_cli/commands/grafana.py::
 

@@ -116,3 +116,21 @@ def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka
     steps = (end - start).total_seconds() / prometheus.SCRAPE_INTERVAL_S
     assert drawn["Window lag"] >= steps / 2, (drawn["Window lag"], steps)
     assert (tmp_path / "pipeline.png").stat().st_size > 20_000
+
+
+def test_render_command_finds_the_local_prometheus_and_names_a_bad_credential(stack, stack_settings, tmp_path,
+                                                                              capsys):
+    from aipulse_cli.main import main
+
+    # The composition root hands the local Prometheus to the command: no placeholder is drawn.
+    assert main(["grafana", "render", "--out", str(tmp_path / "ok"), "--from", "-2m"]) == 0
+    out = capsys.readouterr().out
+    assert "aipulse-pipeline.png" in out and "Prometheus panels not drawn" not in out, out
+    assert (tmp_path / "ok" / "aipulse-pipeline.png").stat().st_size > 20_000
+
+    address = stack["prometheus"]["address"]
+    assert main(["grafana", "render", "--out", str(tmp_path / "bad"), "--from", "-2m",
+                 "--prometheus-url", f"http://aipulse:wrong-password@{address}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused the credential (HTTP 401)" in err[0] and "wrong-password" not in err[0], err
+    assert not (tmp_path / "bad").exists()
