@@ -69,6 +69,7 @@ def test_not_installed_is_one_line_and_the_stack_goes_on(stack_settings, monkeyp
 def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka_bootstrap, ch, service_name, tmp_path):
     import aipulse
     import aipulse.metrics
+    from aipulse.reliability import CircuitBreaker
 
     url = stack["prometheus"]["url"]
     consumed_before = _instant(url, "sum(aipulse_worker_consumed_total)")
@@ -83,7 +84,11 @@ def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka
     prometheus.add_target(stack_settings, target, f"127.0.0.1:{server.server_address[1]}")
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     aipulse.init(kafka_bootstrap=kafka_bootstrap, service=service_name)
+    breaker = CircuitBreaker(f"{service_name}/model", failure_threshold=2, reset_timeout_s=1)
     try:
+        time.sleep(2 * prometheus.SCRAPE_INTERVAL_S)   # scraped closed first, so increase() sees the move
+        breaker.failure()
+        breaker.failure()                              # closed -> open, counted by the SDK's metrics
         for i in range(EVENTS):
             aipulse.record(feature="chat", model="m", latency_ms=10.0 + i % 50)
             if i % (EVENTS // MALFORMED) == 0:
@@ -97,9 +102,12 @@ def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka
                  timeout=60, what="the worker's counters in Prometheus to include the sent messages")
         time.sleep(2 * prometheus.SCRAPE_INTERVAL_S)     # a few more points after the last increment
         end = datetime.now(timezone.utc)
-        board = dict(load_boards())["aipulse-pipeline"]
+        boards = dict(load_boards())
+        board = boards["aipulse-pipeline"]
         drawn = render_board(ch, board, tmp_path / "pipeline.png", start, end, stack_settings.database,
                              prometheus=Prometheus.connect(url))
+        reliability = render_board(ch, boards["aipulse-reliability"], tmp_path / "reliability.png", start, end,
+                                   stack_settings.database, prometheus=Prometheus.connect(url))
     finally:
         aipulse.close()
         producer.close()
@@ -116,6 +124,7 @@ def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka
     steps = (end - start).total_seconds() / prometheus.SCRAPE_INTERVAL_S
     assert drawn["Window lag"] >= steps / 2, (drawn["Window lag"], steps)
     assert (tmp_path / "pipeline.png").stat().st_size > 20_000
+    assert reliability["Circuit breaker state changes"] > 0, reliability
 
 
 def test_render_command_finds_the_local_prometheus_and_names_a_bad_credential(stack, stack_settings, tmp_path,
