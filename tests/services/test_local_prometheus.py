@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from aipulse_alerts import basic_auth
-from aipulse_grafana.prometheus_api import Prometheus
+from aipulse_grafana.prometheus_api import Prometheus, run_target
 from aipulse_grafana.render import load_boards, render_board
 from aipulse_local import prometheus
 from aipulse_local.state import StackState
@@ -86,9 +86,16 @@ def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka
     aipulse.init(kafka_bootstrap=kafka_bootstrap, service=service_name)
     breaker = CircuitBreaker(f"{service_name}/model", failure_threshold=2, reset_timeout_s=1)
     try:
-        time.sleep(2 * prometheus.SCRAPE_INTERVAL_S)   # scraped closed first, so increase() sees the move
-        breaker.failure()
-        breaker.failure()                              # closed -> open, counted by the SDK's metrics
+        # closed -> open twice: a counter series' first sample is not an increase, so the second
+        # move is the one increase() sees (Grafana would draw the same).
+        breaker.failure(), breaker.failure()
+        wait_for(lambda: _instant(url, f'aipulse_sdk_circuit_transitions_total{{circuit="{breaker.name}"}}') >= 1,
+                 timeout=30, what="the app's first transition scraped (the target is new to Prometheus)")
+        time.sleep(1)                                  # past the reset timeout
+        assert breaker.allow()                         # open -> half_open, a probe
+        breaker.success()                              # half_open -> closed
+        breaker.failure(), breaker.failure()           # closed -> open: 2
+        assert breaker.transitions[("closed", "open")] == 2
         for i in range(EVENTS):
             aipulse.record(feature="chat", model="m", latency_ms=10.0 + i % 50)
             if i % (EVENTS // MALFORMED) == 0:
@@ -108,6 +115,9 @@ def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka
                              prometheus=Prometheus.connect(url))
         reliability = render_board(ch, boards["aipulse-reliability"], tmp_path / "reliability.png", start, end,
                                    stack_settings.database, prometheus=Prometheus.connect(url))
+        circuit_panel = next(p for p in boards["aipulse-reliability"]["panels"]
+                             if p["title"] == "Circuit breaker state changes")
+        _, moves = run_target(Prometheus.connect(url), circuit_panel["targets"][0], start, end)
     finally:
         aipulse.close()
         producer.close()
@@ -125,6 +135,7 @@ def test_pipeline_board_draws_its_prometheus_panels(stack, stack_settings, kafka
     assert drawn["Window lag"] >= steps / 2, (drawn["Window lag"], steps)
     assert (tmp_path / "pipeline.png").stat().st_size > 20_000
     assert reliability["Circuit breaker state changes"] > 0, reliability
+    assert max(v for _, _, v in moves if v == v) > 0, moves     # the second closed -> open is seen
 
 
 def test_render_command_finds_the_local_prometheus_and_names_a_bad_credential(stack, stack_settings, tmp_path,
