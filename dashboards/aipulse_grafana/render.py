@@ -1,6 +1,6 @@
 """`aipulse grafana render`: a PNG preview of every provisioned dashboard, panel by panel.
 
-    aipulse grafana render --out previews/ [--from -1h] [--to now]
+    aipulse grafana render --out previews/ [--from -1h] [--to now] [--prometheus-url URL]
     >>> render_all(client, Path("previews"), start, end)      # doctest: +SKIP
     [PosixPath('previews/aipulse-overview.png'), ...]
 

@@ -159,7 +159,7 @@ def run_demo(settings: Settings, seconds: float = DEFAULT_SECONDS, speed: float 
                  capture_text=True, max_queue_events=50_000)
     sdk_metrics = None
     if st.get("prometheus", {}).get("healthy"):
-        sdk_metrics = SdkMetricsEndpoint(settings, f"demo-{service}")
+        sdk_metrics = SdkMetricsEndpoint(settings, "demo-" + re.sub(r"[^A-Za-z0-9_-]", "_", service))
         say(f"  the app's SDK metrics: http://{sdk_metrics.address}/metrics (scraped by the local Prometheus)")
     cond = Conditions()
     app = SupportAssistant(cond)
