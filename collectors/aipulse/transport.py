@@ -51,7 +51,7 @@ starts afresh, with new threads at the child's first event.
 Usage (the SDK's client does this; shown for the shape of it)::
 
     t = Transport(cfg, prepare=lambda item: (b"key", b"{...}", 1700000000000))
-    t.submit(item, 600)   # True if queued, False if dropped
+    t.submit("interaction", {"feature": "chat"})   # True if queued, False if dropped
     t.flush(5.0)          # FlushResult(delivered=1, dropped={}, pending=0)
     t.close()
 """
@@ -76,6 +76,10 @@ log = logging.getLogger("aipulse")
 DROP_REASONS = ("queue_full", "kafka_unavailable", "auth", "tls", "oversized", "delivery_failed", "invalid",
                 "closed", "internal_error")
 
+# Estimated bytes of one event's fixed part, and of one attribute's framing, for the buffer's
+# byte bound until the sender has encoded the event (then its exact wire size counts).
+EVENT_BASE_BYTES = 512
+ATTRIBUTE_EST_BYTES = 48
 # Wake the sender early when this many events wait, instead of at the next interval.
 WAKE_AT = 1_000
 # The sender encodes at most this many events before it sends what is encoded.
@@ -182,38 +186,62 @@ class Transport:
 
     # ------------------------------------------------------------------ caller side
 
-    def submit(self, item: Any, nbytes: int) -> bool:
-        """Queue one item; ``False`` (and counted) if the buffer is full or we are closed."""
+    def submit(self, kind: str, fields: dict) -> bool:
+        """Queue one event (``kind``, its field dict); ``False`` (and counted) if the buffer is
+        full or we are closed. The application's thread runs this, and only this.
+
+        Until the sender has encoded it, the event counts at an estimate of its size:
+        :data:`EVENT_BASE_BYTES` plus the length of every text value, in any field or in
+        ``attributes`` (plus :data:`ATTRIBUTE_EST_BYTES` per attribute), so a big value cannot
+        hide from the byte bound. The estimate, the bound and the append are one frame: this is
+        the SDK's whole caller-side cost after the handle's own bookkeeping.
+
+            >>> t = Transport(Config.load(env={}), prepare=None)   # doctest: +SKIP
+            >>> t.submit("interaction", {"feature": "chat", "attributes": {"doc": "x" * 10_000}})   # doctest: +SKIP
+            True
+            >>> t.stats()["queue_bytes"] > 10_000                   # doctest: +SKIP
+            True
+        """
+        nbytes = EVENT_BASE_BYTES
+        for v in fields.values():
+            if v.__class__ is str:
+                nbytes += len(v)
+        attrs = fields.get("attributes")
+        if attrs.__class__ is dict:  # anything else is refused later, as invalid
+            nbytes += ATTRIBUTE_EST_BYTES * len(attrs)
+            for v in attrs.values():
+                if v.__class__ is str:
+                    nbytes += len(v)
         with self._lock:
             self.emitted += 1
-            q = self._queue
-            if self._closed:
-                self.dropped["closed"] += 1
-                return False
-            if nbytes > self._max_event_bytes:
-                full = "oversized"
-                self.dropped[full] += 1
-            elif (len(q) + len(self._encoded) + self._processing >= self._max_events
-                  or self._queued_bytes + nbytes > self._max_bytes):
-                full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
-                self.dropped[full] += 1
-            else:
-                q.append((item, nbytes))
+            # One comparison per bound on the way in; which bound refused is sorted out below.
+            # (close() sets _admit_bytes to -1, so a closing transport refuses here too.)
+            if (self._held < self._max_events and self._queued_bytes + nbytes <= self._admit_bytes
+                    and nbytes <= self._max_event_bytes):
+                self._queue.append(((kind, fields), nbytes))
                 self._queued_bytes += nbytes
-                full = None
-            if not self._started:
-                self._start()
-        if full:
-            if full == "oversized":
-                self._warn(full, "aipulse: event of about %d bytes is over max_event_bytes=%d; dropped",
-                           nbytes, self._max_event_bytes)
+                self._held += 1
+                if not self._started:
+                    self._start()
+                if self._held == WAKE_AT:
+                    self._wake.set()
+                return True
+            if self._closing:
+                full = "closed"
+            elif nbytes > self._max_event_bytes:
+                full = "oversized"
             else:
-                self._warn(full, "aipulse: buffer full (%d events, %d bytes, %s); dropping events",
-                           self._max_events, self._max_bytes, full)
-            return False
-        if len(q) == WAKE_AT:
-            self._wake.set()
-        return True
+                full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
+            self.dropped[full] += 1
+            if not self._started and not self._closing:
+                self._start()
+        if full == "oversized":
+            self._warn(full, "aipulse: event of about %d bytes is over max_event_bytes=%d; dropped",
+                       nbytes, self._max_event_bytes)
+        elif full != "closed":
+            self._warn(full, "aipulse: buffer full (%d events, %d bytes, %s); dropping events",
+                       self._max_events, self._max_bytes, full)
+        return False
 
     # ------------------------------------------------------------------ control
 
@@ -295,11 +323,13 @@ class Transport:
             self._wait_drained(deadline)
         with self._lock:
             self._closing = True   # the sender stops taking app events; own messages still go
+            self._admit_bytes = -1  # and submit() refuses new ones, counted as closed
             left = len(self._queue) + len(self._encoded) + self._processing
             self.dropped[(self._refused or "kafka_unavailable") if self._unavailable else "closed"] += left
             self._queue.clear()
             self._encoded.clear()
             self._queued_bytes = 0
+            self._held = 0
         if last_words is not None and self._started:
             try:
                 last_words()
@@ -338,6 +368,10 @@ class Transport:
         self._queue: deque = deque()     # (item, estimated bytes), from the app
         self._encoded: deque = deque()   # (key, value, ts_ms, wire bytes), from the sender
         self._queued_bytes = 0
+        self._admit_bytes = self._max_bytes  # -1 once closing: submit() then refuses all
+        # Events taking a slot of max_queue_events: queued, being encoded, or encoded and waiting
+        # (len(_queue) + _processing + len(_encoded), kept as one number for submit()).
+        self._held = 0
         self._processing = 0
         self._inflight = 0
         self._inflight_bytes = 0
@@ -526,6 +560,7 @@ class Transport:
                         self._queued_bytes += size
                 if reason is not None:
                     self.dropped[reason] += 1
+                    self._held -= 1
             if reason == "oversized":
                 self._warn("oversized", "aipulse: event of %d wire bytes is over max_event_bytes=%d; dropped",
                            size - len(key), self._max_event_bytes)
@@ -540,6 +575,7 @@ class Transport:
                     return
                 key, value, ts_ms, size = enc.popleft()
                 self._queued_bytes -= size
+                self._held -= 1
                 # The event moves from "queued" to "in flight" in one step, so that stats()
                 # never counts it twice (emitted == sent + dropped + queued at every instant).
                 self._inflight += 1
