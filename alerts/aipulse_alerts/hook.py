@@ -22,7 +22,6 @@ included (re-read while unknown: `aipulse up` starts it after the worker);
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -112,11 +111,11 @@ def _clickhouse_writer(settings):
 
 def start_alerts(settings) -> AlertHook | None:
     """Build and start the hook from settings; None (with a log line) when off or misconfigured."""
-    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+    if not settings.alerts:
         log.info("alerting is off (%s)", DISABLE_ENV)
         return None
     try:
-        rules = load_rules()
+        rules = load_rules(settings.alert_rules)
         detector = Detector(rules, window_s=settings.window_s)
     except (RulesError, ValueError) as err:
         log.error("alerting disabled: %s", err)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
 
 from prometheus_client import start_http_server
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     # Faust's own CLI runs the worker (signals, graceful stop, logging); no web server:
     # /metrics is prometheus_client's, on AIPULSE_WORKER_METRICS_PORT.
-    sys.argv = [sys.argv[0], "worker", "--without-web", "-l", os.environ.get("AIPULSE_LOG_LEVEL", "warn")]
+    sys.argv = [sys.argv[0], "worker", "--without-web", "-l", settings.log_level]
     app.main()
     return 0
 
