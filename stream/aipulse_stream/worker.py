@@ -68,13 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
-        if not settings.kafka_bootstrap:
-            from aipulse_local.state import StackState
-
-            comp = StackState(settings.state_dir).get("kafka")
-            if not comp:
-                raise ConfigError("no Kafka configured: set AIPULSE_KAFKA_BOOTSTRAP or run `aipulse up`")
-            settings = settings.model_copy(update={"kafka_bootstrap": comp["address"]})
+        if not settings.kafka_bootstrap:  # `aipulse worker` and `aipulse up` hand it the local stack's
+            raise ConfigError("no Kafka configured: set AIPULSE_KAFKA_BOOTSTRAP (or start the worker with "
+                              "`aipulse worker` next to a running `aipulse up`)")
         resolve_url(settings)
         check_credentials(settings)
     except (ConfigError, ClickHouseUnavailable) as err:
