@@ -78,9 +78,13 @@ class Interaction:
 
     __slots__ = ("fields", "id", "_t0", "_token")
 
-    def __init__(self, **fields: Any):
+    def __init__(self, fields: dict[str, Any]):
         self.fields = fields
-        self.id: str = fields.get("interaction_id") or fields.get("event_id") or ""
+        # ``in`` first: most handles have neither, and two .get() calls cost more than the tests.
+        if "interaction_id" in fields or "event_id" in fields:
+            self.id: str = fields.get("interaction_id") or fields.get("event_id") or ""
+        else:
+            self.id = ""
         self._t0 = 0.0
         self._token = None   # set while the block is open
 
@@ -155,17 +159,18 @@ class Interaction:
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with Interaction(**template):
+                with Interaction(dict(template)):
                     return await fn(*args, **kwargs)
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Interaction(**template):
+            with Interaction(dict(template)):
                 return fn(*args, **kwargs)
         return wrapper  # type: ignore[return-value]
 
 
-# ``aipulse.interaction(**fields)``: the handle's class itself, so that opening a block costs
-# one call (no function in between); use it as a ``with`` block, ``async with`` or decorator.
-interaction = Interaction
+def interaction(**fields: Any) -> Interaction:
+    """Time a model call as a ``with`` block, an ``async with`` block or a decorator."""
+    # A function, not the class itself: a class called with keywords repacks them twice.
+    return Interaction(fields)

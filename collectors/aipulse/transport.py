@@ -76,10 +76,11 @@ log = logging.getLogger("aipulse")
 DROP_REASONS = ("queue_full", "kafka_unavailable", "auth", "tls", "oversized", "delivery_failed", "invalid",
                 "closed", "internal_error")
 
-# Estimated bytes of one event's fixed part, and of one attribute's framing, for the buffer's
-# byte bound until the sender has encoded the event (then its exact wire size counts).
-EVENT_BASE_BYTES = 512
-ATTRIBUTE_EST_BYTES = 48
+# Estimated bytes of one event's fixed part, and of one field or attribute with a short value,
+# for the buffer's byte bound until the sender has encoded the event (then its exact wire
+# size counts). A text value longer than FIELD_EST_BYTES counts its length besides.
+EVENT_BASE_BYTES = 256
+FIELD_EST_BYTES = 48
 # Wake the sender early when this many events wait, instead of at the next interval.
 WAKE_AT = 1_000
 # The sender encodes at most this many events before it sends what is encoded.
@@ -186,14 +187,14 @@ class Transport:
 
     # ------------------------------------------------------------------ caller side
 
-    def submit(self, kind: str, fields: dict) -> bool:
+    def submit(self, kind: str, fields: dict, _type: Any = type, _str: Any = str, _len: Any = len) -> bool:
         """Queue one event (``kind``, its field dict); ``False`` (and counted) if the buffer is
         full or we are closed. The application's thread runs this, and only this.
 
         Until the sender has encoded it, the event counts at an estimate of its size:
-        :data:`EVENT_BASE_BYTES` plus the length of every text value, in any field or in
-        ``attributes`` (plus :data:`ATTRIBUTE_EST_BYTES` per attribute), so a big value cannot
-        hide from the byte bound. The estimate, the bound and the append are one frame: this is
+        :data:`EVENT_BASE_BYTES`, plus :data:`FIELD_EST_BYTES` per field and per attribute, plus
+        the length of every longer text value, in any field or in ``attributes``, so a big
+        value cannot hide from the byte bound. The estimate, the bound and the append are one frame: this is
         the SDK's whole caller-side cost after the handle's own bookkeeping.
 
             >>> t = Transport(Config.load(env={}), prepare=None)   # doctest: +SKIP
@@ -202,39 +203,39 @@ class Transport:
             >>> t.stats()["queue_bytes"] > 10_000                   # doctest: +SKIP
             True
         """
-        nbytes = EVENT_BASE_BYTES
+        # Every field counts FIELD_EST_BYTES (its name and a short value); a text longer than
+        # that counts its length on top, so a big one cannot hide. (type(v) with locals:
+        # v.__class__ looks the attribute up on the type, per value; and adding only the long
+        # texts' lengths spares an int object per field: this loop is most of the caller's cost.)
+        nbytes = EVENT_BASE_BYTES + FIELD_EST_BYTES * _len(fields)
         for v in fields.values():
-            if v.__class__ is str:
-                nbytes += len(v)
+            if _type(v) is _str and _len(v) > FIELD_EST_BYTES:
+                nbytes += _len(v)
         attrs = fields.get("attributes")
-        if attrs.__class__ is dict:  # anything else is refused later, as invalid
-            nbytes += ATTRIBUTE_EST_BYTES * len(attrs)
+        if _type(attrs) is dict:  # anything else is refused later, as invalid
+            nbytes += FIELD_EST_BYTES * _len(attrs)
             for v in attrs.values():
-                if v.__class__ is str:
-                    nbytes += len(v)
+                if _type(v) is _str and _len(v) > FIELD_EST_BYTES:
+                    nbytes += _len(v)
         with self._lock:
             self.emitted += 1
             # One comparison per bound on the way in; which bound refused is sorted out below.
-            # (close() sets _admit_bytes to -1, so a closing transport refuses here too.)
+            # _admit_bytes is -1 until the threads run and once closing, so that neither
+            # needs a test of its own here.
             if (self._held < self._max_events and self._queued_bytes + nbytes <= self._admit_bytes
                     and nbytes <= self._max_event_bytes):
-                self._queue.append(((kind, fields), nbytes))
+                self._queue.append((kind, fields, nbytes))
                 self._queued_bytes += nbytes
                 self._held += 1
-                if not self._started:
-                    self._start()
                 if self._held == WAKE_AT:
                     self._wake.set()
                 return True
-            if self._closing:
-                full = "closed"
-            elif nbytes > self._max_event_bytes:
-                full = "oversized"
-            else:
-                full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
-            self.dropped[full] += 1
-            if not self._started and not self._closing:
-                self._start()
+            full = self._refuse(nbytes)
+            if full is None:   # the first event: the threads have just started; take it
+                self._queue.append((kind, fields, nbytes))
+                self._queued_bytes += nbytes
+                self._held += 1
+                return True
         if full == "oversized":
             self._warn(full, "aipulse: event of about %d bytes is over max_event_bytes=%d; dropped",
                        nbytes, self._max_event_bytes)
@@ -242,6 +243,24 @@ class Transport:
             self._warn(full, "aipulse: buffer full (%d events, %d bytes, %s); dropping events",
                        self._max_events, self._max_bytes, full)
         return False
+
+    def _refuse(self, nbytes: int) -> str | None:
+        """Under the lock, for an event submit() did not admit at once: start the threads if
+        this is the first event (then None when it fits), else count the drop and say why."""
+        if self._closing:
+            full = "closed"
+        else:
+            if not self._started:
+                self._start()
+                if (self._held < self._max_events and self._queued_bytes + nbytes <= self._admit_bytes
+                        and nbytes <= self._max_event_bytes):
+                    return None
+            if nbytes > self._max_event_bytes:
+                full = "oversized"
+            else:
+                full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
+        self.dropped[full] += 1
+        return full
 
     # ------------------------------------------------------------------ control
 
@@ -365,10 +384,10 @@ class Transport:
 
     def _reset_state(self) -> None:
         self._lock = threading.Lock()
-        self._queue: deque = deque()     # (item, estimated bytes), from the app
+        self._queue: deque = deque()     # (kind, fields, estimated bytes), from the app
         self._encoded: deque = deque()   # (key, value, ts_ms, wire bytes), from the sender
         self._queued_bytes = 0
-        self._admit_bytes = self._max_bytes  # -1 once closing: submit() then refuses all
+        self._admit_bytes = -1  # max_queue_bytes once started; -1 again once closing (see submit)
         # Events taking a slot of max_queue_events: queued, being encoded, or encoded and waiting
         # (len(_queue) + _processing + len(_encoded), kept as one number for submit()).
         self._held = 0
@@ -407,6 +426,7 @@ class Transport:
     def _start(self) -> None:
         """Called under the lock at the first submit (and the first after a fork)."""
         self._started = True
+        self._admit_bytes = self._max_bytes
         self._pid = os.getpid()
         self._sender = threading.Thread(target=self._run_sender, name="aipulse-sender", daemon=True)
         self._connector = threading.Thread(target=self._run_connector, name="aipulse-connector", daemon=True)
@@ -531,11 +551,11 @@ class Transport:
                 if not q:
                     return
                 # Its estimate stays counted (and its slot taken) until it is encoded.
-                item, nbytes = q.popleft()
+                kind, fields, nbytes = q.popleft()
                 self._processing = 1
             reason, over = None, False
             try:
-                key, value, ts_ms = self._prepare(item)
+                key, value, ts_ms = self._prepare((kind, fields))
                 size = len(key) + len(value)
                 over = len(value) > self._max_event_bytes  # the worker's limit is on the value
             except Invalid as err:
