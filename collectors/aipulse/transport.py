@@ -182,12 +182,13 @@ class Transport:
         # An event bigger than the whole buffer could never be held either.
         self._max_event_bytes = min(config.max_event_bytes, config.max_queue_bytes)
         self._reset_state()
-        self._last_warn: dict[str, float] = {}
+        self._warn_due: dict[str, float] = {}   # reason -> monotonic time its next warning may go
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ caller side
 
-    def submit(self, kind: str, fields: dict, _type: Any = type, _str: Any = str, _len: Any = len) -> bool:
+    def submit(self, kind: str, fields: dict, _type: Any = type, _str: Any = str, _len: Any = len,
+               _monotonic: Any = time.monotonic) -> bool:
         """Queue one event (``kind``, its field dict); ``False`` (and counted) if the buffer is
         full or we are closed. The application's thread runs this, and only this.
 
@@ -230,23 +231,31 @@ class Transport:
                 if self._held == WAKE_AT:
                     self._wake.set()
                 return True
-            full = self._refuse(nbytes)
-            if full is None:   # the first event: the threads have just started; take it
-                self._queue.append((kind, fields, nbytes))
-                self._queued_bytes += nbytes
-                self._held += 1
-                return True
-        if full == "oversized":
-            self._warn(full, "aipulse: event of about %d bytes is over max_event_bytes=%d; dropped",
-                       nbytes, self._max_event_bytes)
-        elif full != "closed":
-            self._warn(full, "aipulse: buffer full (%d events, %d bytes, %s); dropping events",
-                       self._max_events, self._max_bytes, full)
+            if self._started and not self._closing and nbytes <= self._max_event_bytes:
+                # The buffer is full: the common refusal (a tight loop outruns the sender), so
+                # it stays in this frame, and its warning is looked at only when one is due.
+                full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
+                self.dropped[full] += 1
+            else:
+                full = self._refuse(nbytes)
+                if full is None:   # the first event: the threads have just started; take it
+                    self._queue.append((kind, fields, nbytes))
+                    self._queued_bytes += nbytes
+                    self._held += 1
+                    return True
+        if _monotonic() >= self._warn_due.get(full, 0.0):
+            if full == "oversized":
+                self._warn(full, "aipulse: event of about %d bytes is over max_event_bytes=%d; dropped",
+                           nbytes, self._max_event_bytes)
+            elif full != "closed":
+                self._warn(full, "aipulse: buffer full (%d events, %d bytes, %s); dropping events",
+                           self._max_events, self._max_bytes, full)
         return False
 
     def _refuse(self, nbytes: int) -> str | None:
-        """Under the lock, for an event submit() did not admit at once: start the threads if
-        this is the first event (then None when it fits), else count the drop and say why."""
+        """Under the lock, for an event submit() neither admitted nor refused as a full buffer:
+        start the threads if this is the first event (then None when it fits), else count the
+        drop (closed, oversized) and say why."""
         if self._closing:
             full = "closed"
         else:
@@ -442,9 +451,8 @@ class Transport:
     def _warn(self, reason: str, msg: str, *args: Any, exc_info: bool = False) -> None:
         """At most one warning per reason per ``warn_interval_s``: drops must not flood logs."""
         now = time.monotonic()
-        last = self._last_warn.get(reason)
-        if last is None or now - last >= self._cfg.warn_interval_s:
-            self._last_warn[reason] = now
+        if now >= self._warn_due.get(reason, 0.0):
+            self._warn_due[reason] = now + self._cfg.warn_interval_s
             log.warning(msg, *args, exc_info=exc_info)
 
     # --- connector thread
