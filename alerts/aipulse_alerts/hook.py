@@ -13,18 +13,15 @@ changes to the :class:`~aipulse_alerts.notify.Notifier` (Alertmanager, Kafka, Cl
 slow or failing sinks never hold the batch loop. A lock serialises the two threads' access
 to the detector.
 
-Configuration: rules from ``$AIPULSE_ALERT_RULES`` or the packaged aipulse_alerts/rules.yaml; Alertmanager from
+Configuration: rules from ``settings.alert_rules`` (AIPULSE_ALERT_RULES) or the packaged aipulse_alerts/rules.yaml; Alertmanager from
 ``settings.alertmanager_url`` (AIPULSE_ALERTMANAGER_URL, ``http://user:password@host:9093``
-when it requires basic auth) or the local stack's ``alertmanager`` component's URL, credential
-included (re-read while unknown: `aipulse up` starts it after the worker);
-``AIPULSE_ALERTS=off`` disables the detector.
+when it requires basic auth; the local stack hands the worker its own); ``settings.alerts``
+(``AIPULSE_ALERTS=off``) disables the detector.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 
 from .detector import Detector
 from .notify import Notifier
@@ -33,7 +30,6 @@ from .rules import RulesError, load_rules
 log = logging.getLogger("aipulse.alerts")
 
 TICK_S = 1.0                 # evaluation cadence (a window closes every settings.window_s)
-URL_REFRESH_S = 5.0          # how often an unknown Alertmanager address is looked up again
 DISABLE_ENV = "AIPULSE_ALERTS"
 
 
@@ -71,30 +67,6 @@ class AlertHook:
                 log.exception("alert evaluation failed")
 
 
-def _alertmanager_url(settings):
-    """A callable giving Alertmanager's base URL: the setting, else the local stack's."""
-    if settings.alertmanager_url:
-        return settings.alertmanager_url
-    cache = {"url": None, "at": 0.0}
-
-    def lookup():
-        if cache["url"] is None and time.monotonic() - cache["at"] >= URL_REFRESH_S:
-            cache["at"] = time.monotonic()
-            try:
-                from aipulse_local.state import StackState
-
-                comp = StackState(settings.state_dir).get("alertmanager")
-                # "url" carries the stack's credential (http://aipulse:<password>@127.0.0.1:port);
-                # an Alertmanager recorded before it had one has only its address.
-                if comp and comp.get("address"):
-                    cache["url"] = comp.get("url") or f"http://{comp['address']}"
-            except Exception:
-                pass
-        return cache["url"]
-
-    return lookup
-
-
 def _clickhouse_writer(settings):
     holder = {}
 
@@ -112,16 +84,16 @@ def _clickhouse_writer(settings):
 
 def start_alerts(settings) -> AlertHook | None:
     """Build and start the hook from settings; None (with a log line) when off or misconfigured."""
-    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+    if not settings.alerts:
         log.info("alerting is off (%s)", DISABLE_ENV)
         return None
     try:
-        rules = load_rules()
+        rules = load_rules(settings.alert_rules)
         detector = Detector(rules, window_s=settings.window_s)
     except (RulesError, ValueError) as err:
         log.error("alerting disabled: %s", err)
         return None
-    notifier = Notifier(_alertmanager_url(settings), kafka_bootstrap=settings.kafka_bootstrap,
+    notifier = Notifier(settings.alertmanager_url, kafka_bootstrap=settings.kafka_bootstrap,
                         topic=settings.alerts_topic, clickhouse=_clickhouse_writer(settings),
                         kafka_options=settings.kafka_security.client_options())
     log.info("alerting: %d rules, base window %ss", len(detector.rules), settings.window_s)

@@ -38,16 +38,16 @@ A mistake in the file fails the load with one message per problem, naming the ru
 from __future__ import annotations
 
 import math
-import os
 import re
 from enum import Enum
 from pathlib import Path
 from typing import Literal
 
 import yaml
+from aipulse_stream.config import AlertsConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-RULES_ENV = "AIPULSE_ALERT_RULES"
+RULES_ENV = "AIPULSE_ALERT_RULES"   # AlertsConfig.alert_rules
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "rules.yaml"  # package data: travels with the wheel
 
 # Dimensions of window rows (and of raw interactions, for user_id).
@@ -416,8 +416,7 @@ def rules_path(path: str | Path | None = None) -> Path:
     """The rule file in use: ``path``, else ``$AIPULSE_ALERT_RULES``, else alerts/aipulse_alerts/rules.yaml."""
     if path is not None:
         return Path(path)
-    env = os.environ.get(RULES_ENV, "").strip()
-    return Path(env) if env else DEFAULT_RULES_PATH
+    return AlertsConfig.from_env().alert_rules or DEFAULT_RULES_PATH
 
 
 def load_rules(path: str | Path | None = None) -> RuleSet:

@@ -1,7 +1,8 @@
 """Settings for a command: the environment, with the local stack's endpoints filled in.
 
 Production code gets its endpoints from configuration (``AIPULSE_KAFKA_BOOTSTRAP``,
-``AIPULSE_CLICKHOUSE_URL``, ``AIPULSE_PROMETHEUS_URL``); only the local-stack package reads its state file. This
+``AIPULSE_CLICKHOUSE_URL``, ``AIPULSE_ALERTMANAGER_URL``, ``AIPULSE_PROMETHEUS_URL``); only the local-stack
+package reads its state file. This
 composition root joins the two: when an endpoint is unset and ``aipulse up`` runs one, the
 command gets that address, as if it had been configured::
 
@@ -12,11 +13,12 @@ command gets that address, as if it had been configured::
 from __future__ import annotations
 
 from aipulse_local.process import StackError
-from aipulse_local.stack import clickhouse_url, kafka_bootstrap, prometheus_url
+from aipulse_local.stack import alertmanager_url, clickhouse_url, kafka_bootstrap, prometheus_url
 from aipulse_stream.config import ENV_PREFIX, Settings
 
 # Setting -> how the local stack answers for it (raises StackError when not running).
-LOCAL = {"kafka_bootstrap": kafka_bootstrap, "clickhouse_url": clickhouse_url, "prometheus_url": prometheus_url}
+LOCAL = {"kafka_bootstrap": kafka_bootstrap, "clickhouse_url": clickhouse_url, "alertmanager_url": alertmanager_url,
+         "prometheus_url": prometheus_url}
 
 
 def local_endpoints(settings: Settings) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The SDK client: one per process, created by :func:`init`, a no-op before that.
 
-The application's thread only builds a small dict and calls :meth:`Client.emit`; everything
+The application's thread only builds a small dict and hands it to ``client.submit`` (the
+transport's :meth:`~aipulse.transport.Transport.submit` itself, no layer between); everything
 costly (user-id hashing, text redaction, pricing, contract validation, JSON) happens on the
 sender thread in :meth:`Client.prepare`. The sender thread also sends the client's delivery
 ledger: an ``sdk_stats`` event with its counters every ``ledger_interval_s`` and at close.
@@ -33,54 +34,35 @@ log = logging.getLogger("aipulse")
 
 SDK_VERSION = "0.1.0"
 
-# Estimated bytes of one event's fixed part, and of one attribute's framing, for the buffer's
-# byte bound until the sender has encoded the event (then its exact wire size counts).
-EVENT_BASE_BYTES = 512
-ATTRIBUTE_EST_BYTES = 48
-
 _INTERACTION_FIELDS = frozenset(contract.Interaction.model_fields) | {"kind"}
 _MODELS = {"interaction": contract.Interaction, "feedback": contract.Feedback, "evaluation": contract.Evaluation}
 
 # ---------------------------------------------------------------- ids
 
 # A random per-process prefix and a counter: unique like a uuid4, ten times cheaper to make.
-_id_prefix = os.urandom(8).hex()
-_id_counter = itertools.count(1)
+
+
+def _id_sequence() -> Any:
+    """``next`` of a fresh id sequence: a new random prefix, then a counter in hex. The whole
+    step runs in C (a map over a counter), so the caller pays one call per id."""
+    return map((os.urandom(8).hex() + "%010x").__mod__, itertools.count(1)).__next__
+
+
+# The SDK's hot paths call ``next_id()`` through this module (a forked child rebinds it).
+next_id = _id_sequence()
 
 
 def new_id() -> str:
     """A new event id (26 hex characters), unique across processes and forks."""
-    return f"{_id_prefix}{next(_id_counter):010x}"
+    return next_id()
 
 
 def _new_id_space() -> None:
-    global _id_prefix, _id_counter
-    _id_prefix = os.urandom(8).hex()
-    _id_counter = itertools.count(1)
+    global next_id
+    next_id = _id_sequence()
 
 
 os.register_at_fork(after_in_child=_new_id_space)
-
-
-def estimate_bytes(fields: dict) -> int:
-    """Cheap estimate of an event's size until it is encoded: every text value counts by its
-    length (in any field, extras and attributes included), so a big value cannot hide.
-
-        >>> estimate_bytes({"feature": "chat", "attributes": {"doc": "x" * 10_000}}) > 10_000
-        True
-    """
-    # On the caller's thread: one plain loop, about 0.2 us more than counting nothing.
-    n = EVENT_BASE_BYTES
-    for v in fields.values():
-        if v.__class__ is str:
-            n += len(v)
-    attrs = fields.get("attributes")
-    if attrs.__class__ is dict:  # anything else is refused later, as invalid
-        n += ATTRIBUTE_EST_BYTES * len(attrs)
-        for v in attrs.values():
-            if v.__class__ is str:
-                n += len(v)
-    return n
 
 
 # ---------------------------------------------------------------- clients
@@ -95,7 +77,7 @@ class NoopClient:
     enabled = False
     config: Config | None = None
 
-    def emit(self, kind: str, fields: dict, nbytes: int = EVENT_BASE_BYTES) -> bool:
+    def submit(self, kind: str, fields: dict) -> bool:
         return False
 
     def count_refused(self, reason: str) -> None:
@@ -127,7 +109,9 @@ class Client:
         self._new_instance()
         self.transport = Transport(config, self.prepare, producer_factory,
                                    on_tick=self._tick if self._ledger_interval else None)
-        self._submit = self.transport.submit
+        # submit(kind, fields): queue one event dict on the caller's thread; never raises,
+        # never blocks. The transport's own method, so the caller pays for one frame only.
+        self.submit = self.transport.submit
 
     @property
     def instance_id(self) -> str:
@@ -140,10 +124,6 @@ class Client:
         self._instance_pid = os.getpid()
         self._instance_id = f"{os.urandom(6).hex()}-{self._instance_pid}"
         self._next_ledger = time.monotonic() + self._ledger_interval
-
-    def emit(self, kind: str, fields: dict, nbytes: int = EVENT_BASE_BYTES) -> bool:
-        """Queue one event dict (caller's thread). Never raises, never blocks."""
-        return self._submit((kind, fields), nbytes)
 
     def count_refused(self, reason: str) -> None:
         """An API call that could not even be queued still counts: emitted and dropped."""
@@ -322,12 +302,12 @@ def record(**fields: Any) -> str:
     try:
         iid = fields.get("interaction_id") or fields.get("event_id")
         if not iid:
-            iid = fields["event_id"] = new_id()
+            iid = fields["event_id"] = next_id()
         elif "event_id" not in fields:
-            fields["event_id"] = new_id()
+            fields["event_id"] = next_id()
         if "ts" not in fields:
             fields["ts"] = time.time()
-        _client.emit("interaction", fields, estimate_bytes(fields))
+        _client.submit("interaction", fields)
         return iid
     except Exception:  # the guard: nothing reaches the app, and the event is still counted
         _refused()
@@ -351,9 +331,9 @@ def feedback(interaction_id: str, feedback_type: str, *, score: float | None = N
                             ("comment", comment)):
             if value is not None:
                 fields[name] = value
-        eid = fields.setdefault("event_id", new_id())
+        eid = fields.setdefault("event_id", next_id())
         fields.setdefault("ts", time.time())
-        _client.emit("feedback", fields, estimate_bytes(fields))
+        _client.submit("feedback", fields)
         return eid
     except Exception:  # the guard: nothing reaches the app, and the event is still counted
         _refused()
@@ -378,9 +358,9 @@ def evaluate(interaction_id: str, *, correct: bool | None = None, score: float |
             fields["evaluator"] = evaluator
         if label:
             fields["label"] = label
-        eid = fields.setdefault("event_id", new_id())
+        eid = fields.setdefault("event_id", next_id())
         fields.setdefault("ts", time.time())
-        _client.emit("evaluation", fields, EVENT_BASE_BYTES)
+        _client.submit("evaluation", fields)
         return eid
     except Exception:  # the guard: nothing reaches the app, and the event is still counted
         _refused()

@@ -28,7 +28,6 @@ from contextvars import ContextVar
 from typing import Any, Callable, TypeVar
 
 from . import client as _client_mod
-from .client import estimate_bytes, new_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,14 +76,17 @@ class Interaction:
     (each call of the decorated function gets its own handle).
     """
 
-    __slots__ = ("fields", "id", "_t0", "_token", "_open")
+    __slots__ = ("fields", "id", "_t0", "_token")
 
     def __init__(self, fields: dict[str, Any]):
         self.fields = fields
-        self.id: str = fields.get("interaction_id") or fields.get("event_id") or ""
+        # ``in`` first: most handles have neither, and two .get() calls cost more than the tests.
+        if "interaction_id" in fields or "event_id" in fields:
+            self.id: str = fields.get("interaction_id") or fields.get("event_id") or ""
+        else:
+            self.id = ""
         self._t0 = 0.0
-        self._token = None
-        self._open = False
+        self._token = None   # set while the block is open
 
     def update(self, **fields: Any) -> "Interaction":
         """Add what was learned during the call (tokens, model, outcome, confidence...)."""
@@ -97,6 +99,11 @@ class Interaction:
         f["input_tokens"] = (f.get("input_tokens") or 0) + (input_tokens or 0)
         f["output_tokens"] = (f.get("output_tokens") or 0) + (output_tokens or 0)
 
+    @property
+    def is_open(self) -> bool:
+        """Inside its ``with`` block (entered, not yet left)."""
+        return self._token is not None
+
     def elapsed_ms(self) -> float:
         return (_perf() - self._t0) * 1000.0 if self._t0 else 0.0
 
@@ -105,20 +112,20 @@ class Interaction:
     def __enter__(self) -> "Interaction":
         f = self.fields
         if not self.id:
-            self.id = f["event_id"] = new_id()
+            self.id = f["event_id"] = _client_mod.next_id()
         elif "event_id" not in f:
-            f["event_id"] = new_id() if f.get("interaction_id") else self.id
+            f["event_id"] = _client_mod.next_id() if f.get("interaction_id") else self.id
         f["ts"] = _now()
         self._token = _current.set(self)
-        self._open = True
         self._t0 = _perf()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         t1 = _perf()
-        if not self._open:
+        token = self._token
+        if token is None:
             return False
-        self._open = False
+        self._token = None
         try:
             f = self.fields
             if "latency_ms" not in f:
@@ -129,10 +136,10 @@ class Interaction:
                 if not f.get("error_type"):
                     f["error_type"] = exc_type.__name__
             try:
-                _current.reset(self._token)
+                _current.reset(token)
             except ValueError:  # exited in another context (e.g. a generator): leave it
                 pass
-            _client_mod._client.emit("interaction", f, estimate_bytes(f))
+            _client_mod._client.submit("interaction", f)
         except Exception:  # pragma: no cover - the guard: never raise into the app
             pass
         return False
@@ -165,4 +172,5 @@ class Interaction:
 
 def interaction(**fields: Any) -> Interaction:
     """Time a model call as a ``with`` block, an ``async with`` block or a decorator."""
+    # A function, not the class itself: a class called with keywords repacks them twice.
     return Interaction(fields)

@@ -51,7 +51,7 @@ starts afresh, with new threads at the child's first event.
 Usage (the SDK's client does this; shown for the shape of it)::
 
     t = Transport(cfg, prepare=lambda item: (b"key", b"{...}", 1700000000000))
-    t.submit(item, 600)   # True if queued, False if dropped
+    t.submit("interaction", {"feature": "chat"})   # True if queued, False if dropped
     t.flush(5.0)          # FlushResult(delivered=1, dropped={}, pending=0)
     t.close()
 """
@@ -76,6 +76,11 @@ log = logging.getLogger("aipulse")
 DROP_REASONS = ("queue_full", "kafka_unavailable", "auth", "tls", "oversized", "delivery_failed", "invalid",
                 "closed", "internal_error")
 
+# Estimated bytes of one event's fixed part, and of one field or attribute with a short value,
+# for the buffer's byte bound until the sender has encoded the event (then its exact wire
+# size counts). A text value longer than FIELD_EST_BYTES counts its length besides.
+EVENT_BASE_BYTES = 256
+FIELD_EST_BYTES = 48
 # Wake the sender early when this many events wait, instead of at the next interval.
 WAKE_AT = 1_000
 # The sender encodes at most this many events before it sends what is encoded.
@@ -177,43 +182,94 @@ class Transport:
         # An event bigger than the whole buffer could never be held either.
         self._max_event_bytes = min(config.max_event_bytes, config.max_queue_bytes)
         self._reset_state()
-        self._last_warn: dict[str, float] = {}
+        self._warn_due: dict[str, float] = {}   # reason -> monotonic time its next warning may go
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ caller side
 
-    def submit(self, item: Any, nbytes: int) -> bool:
-        """Queue one item; ``False`` (and counted) if the buffer is full or we are closed."""
+    def submit(self, kind: str, fields: dict, _type: Any = type, _str: Any = str, _len: Any = len,
+               _monotonic: Any = time.monotonic) -> bool:
+        """Queue one event (``kind``, its field dict); ``False`` (and counted) if the buffer is
+        full or we are closed. The application's thread runs this, and only this.
+
+        Until the sender has encoded it, the event counts at an estimate of its size:
+        :data:`EVENT_BASE_BYTES`, plus :data:`FIELD_EST_BYTES` per field and per attribute, plus
+        the length of every longer text value, in any field or in ``attributes``, so a big
+        value cannot hide from the byte bound. The estimate, the bound and the append are one frame: this is
+        the SDK's whole caller-side cost after the handle's own bookkeeping.
+
+            >>> t = Transport(Config.load(env={}), prepare=None)   # doctest: +SKIP
+            >>> t.submit("interaction", {"feature": "chat", "attributes": {"doc": "x" * 10_000}})   # doctest: +SKIP
+            True
+            >>> t.stats()["queue_bytes"] > 10_000                   # doctest: +SKIP
+            True
+        """
+        # Every field counts FIELD_EST_BYTES (its name and a short value); a text longer than
+        # that counts its length on top, so a big one cannot hide. (type(v) with locals:
+        # v.__class__ looks the attribute up on the type, per value; and adding only the long
+        # texts' lengths spares an int object per field: this loop is most of the caller's cost.)
+        nbytes = EVENT_BASE_BYTES + FIELD_EST_BYTES * _len(fields)
+        for v in fields.values():
+            if _type(v) is _str and _len(v) > FIELD_EST_BYTES:
+                nbytes += _len(v)
+        attrs = fields.get("attributes")
+        if _type(attrs) is dict:  # anything else is refused later, as invalid
+            nbytes += FIELD_EST_BYTES * _len(attrs)
+            for v in attrs.values():
+                if _type(v) is _str and _len(v) > FIELD_EST_BYTES:
+                    nbytes += _len(v)
         with self._lock:
             self.emitted += 1
-            q = self._queue
-            if self._closed:
-                self.dropped["closed"] += 1
-                return False
-            if nbytes > self._max_event_bytes:
-                full = "oversized"
-                self.dropped[full] += 1
-            elif (len(q) + len(self._encoded) + self._processing >= self._max_events
-                  or self._queued_bytes + nbytes > self._max_bytes):
+            # One comparison per bound on the way in; which bound refused is sorted out below.
+            # _admit_bytes is -1 until the threads run and once closing, so that neither
+            # needs a test of its own here.
+            if (self._held < self._max_events and self._queued_bytes + nbytes <= self._admit_bytes
+                    and nbytes <= self._max_event_bytes):
+                self._queue.append((kind, fields, nbytes))
+                self._queued_bytes += nbytes
+                self._held += 1
+                if self._held == WAKE_AT:
+                    self._wake.set()
+                return True
+            if self._started and not self._closing and nbytes <= self._max_event_bytes:
+                # The buffer is full: the common refusal (a tight loop outruns the sender), so
+                # it stays in this frame, and its warning is looked at only when one is due.
                 full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
                 self.dropped[full] += 1
             else:
-                q.append((item, nbytes))
-                self._queued_bytes += nbytes
-                full = None
-            if not self._started:
-                self._start()
-        if full:
+                full = self._refuse(nbytes)
+                if full is None:   # the first event: the threads have just started; take it
+                    self._queue.append((kind, fields, nbytes))
+                    self._queued_bytes += nbytes
+                    self._held += 1
+                    return True
+        if _monotonic() >= self._warn_due.get(full, 0.0):
             if full == "oversized":
                 self._warn(full, "aipulse: event of about %d bytes is over max_event_bytes=%d; dropped",
                            nbytes, self._max_event_bytes)
-            else:
+            elif full != "closed":
                 self._warn(full, "aipulse: buffer full (%d events, %d bytes, %s); dropping events",
                            self._max_events, self._max_bytes, full)
-            return False
-        if len(q) == WAKE_AT:
-            self._wake.set()
-        return True
+        return False
+
+    def _refuse(self, nbytes: int) -> str | None:
+        """Under the lock, for an event submit() neither admitted nor refused as a full buffer:
+        start the threads if this is the first event (then None when it fits), else count the
+        drop (closed, oversized) and say why."""
+        if self._closing:
+            full = "closed"
+        else:
+            if not self._started:
+                self._start()
+                if (self._held < self._max_events and self._queued_bytes + nbytes <= self._admit_bytes
+                        and nbytes <= self._max_event_bytes):
+                    return None
+            if nbytes > self._max_event_bytes:
+                full = "oversized"
+            else:
+                full = (self._refused or "kafka_unavailable") if self._unavailable else "queue_full"
+        self.dropped[full] += 1
+        return full
 
     # ------------------------------------------------------------------ control
 
@@ -295,11 +351,13 @@ class Transport:
             self._wait_drained(deadline)
         with self._lock:
             self._closing = True   # the sender stops taking app events; own messages still go
+            self._admit_bytes = -1  # and submit() refuses new ones, counted as closed
             left = len(self._queue) + len(self._encoded) + self._processing
             self.dropped[(self._refused or "kafka_unavailable") if self._unavailable else "closed"] += left
             self._queue.clear()
             self._encoded.clear()
             self._queued_bytes = 0
+            self._held = 0
         if last_words is not None and self._started:
             try:
                 last_words()
@@ -335,9 +393,13 @@ class Transport:
 
     def _reset_state(self) -> None:
         self._lock = threading.Lock()
-        self._queue: deque = deque()     # (item, estimated bytes), from the app
+        self._queue: deque = deque()     # (kind, fields, estimated bytes), from the app
         self._encoded: deque = deque()   # (key, value, ts_ms, wire bytes), from the sender
         self._queued_bytes = 0
+        self._admit_bytes = -1  # max_queue_bytes once started; -1 again once closing (see submit)
+        # Events taking a slot of max_queue_events: queued, being encoded, or encoded and waiting
+        # (len(_queue) + _processing + len(_encoded), kept as one number for submit()).
+        self._held = 0
         self._processing = 0
         self._inflight = 0
         self._inflight_bytes = 0
@@ -373,6 +435,7 @@ class Transport:
     def _start(self) -> None:
         """Called under the lock at the first submit (and the first after a fork)."""
         self._started = True
+        self._admit_bytes = self._max_bytes
         self._pid = os.getpid()
         self._sender = threading.Thread(target=self._run_sender, name="aipulse-sender", daemon=True)
         self._connector = threading.Thread(target=self._run_connector, name="aipulse-connector", daemon=True)
@@ -388,9 +451,8 @@ class Transport:
     def _warn(self, reason: str, msg: str, *args: Any, exc_info: bool = False) -> None:
         """At most one warning per reason per ``warn_interval_s``: drops must not flood logs."""
         now = time.monotonic()
-        last = self._last_warn.get(reason)
-        if last is None or now - last >= self._cfg.warn_interval_s:
-            self._last_warn[reason] = now
+        if now >= self._warn_due.get(reason, 0.0):
+            self._warn_due[reason] = now + self._cfg.warn_interval_s
             log.warning(msg, *args, exc_info=exc_info)
 
     # --- connector thread
@@ -497,11 +559,11 @@ class Transport:
                 if not q:
                     return
                 # Its estimate stays counted (and its slot taken) until it is encoded.
-                item, nbytes = q.popleft()
+                kind, fields, nbytes = q.popleft()
                 self._processing = 1
             reason, over = None, False
             try:
-                key, value, ts_ms = self._prepare(item)
+                key, value, ts_ms = self._prepare((kind, fields))
                 size = len(key) + len(value)
                 over = len(value) > self._max_event_bytes  # the worker's limit is on the value
             except Invalid as err:
@@ -526,6 +588,7 @@ class Transport:
                         self._queued_bytes += size
                 if reason is not None:
                     self.dropped[reason] += 1
+                    self._held -= 1
             if reason == "oversized":
                 self._warn("oversized", "aipulse: event of %d wire bytes is over max_event_bytes=%d; dropped",
                            size - len(key), self._max_event_bytes)
@@ -540,6 +603,7 @@ class Transport:
                     return
                 key, value, ts_ms, size = enc.popleft()
                 self._queued_bytes -= size
+                self._held -= 1
                 # The event moves from "queued" to "in flight" in one step, so that stats()
                 # never counts it twice (emitted == sent + dropped + queued at every instant).
                 self._inflight += 1

@@ -17,10 +17,10 @@ a dashboard or a rule.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import yaml
+from aipulse_stream.config import GrafanaConfig
 
 from . import alerting, datasources
 from .boards import all_boards
@@ -46,8 +46,9 @@ def build_files(db: str = "aipulse", webhook: bool | None = None, slack: bool | 
     """{relative path: file text}. Extras default to whether their URL env var is set."""
     from aipulse_alerts.rules import load_rules
 
-    webhook = bool(os.environ.get("AIPULSE_GRAFANA_WEBHOOK_URL")) if webhook is None else webhook
-    slack = bool(os.environ.get("AIPULSE_GRAFANA_SLACK_WEBHOOK_URL")) if slack is None else slack
+    grafana = GrafanaConfig.from_env()
+    webhook = bool(grafana.grafana_webhook_url) if webhook is None else webhook
+    slack = bool(grafana.grafana_slack_webhook_url) if slack is None else slack
     rules = rules or load_rules()
     files = {
         "datasources/aipulse.yaml": _yaml(datasources.provisioning(), "aipulse datasources"),

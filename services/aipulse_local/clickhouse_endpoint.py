@@ -45,7 +45,6 @@ import gzip
 import hmac
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -57,6 +56,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlparse
 
 import chdb
+
+from aipulse_stream.config import LocalStackConfig
 
 from .credentials import CredentialsError, load_credentials
 from .sql_guard import Guard, StatementRefused
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8123)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if os.environ.get("AIPULSE_DEBUG") else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.DEBUG if LocalStackConfig.from_env().debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         server = serve(args.data, args.host, args.port, args.credentials)
     except CredentialsError as err:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from aipulse_stream.config import LocalStackConfig
+
 from .process import StackError, check_port_free, free_port, port_open, spawn, wait_until
 
 POM = Path(__file__).resolve().parent / "pom.xml"  # package data: travels with the wheel
@@ -76,7 +78,7 @@ class KafkaProcess:
 
 
 def jar_cache() -> Path:
-    return Path(os.environ.get("AIPULSE_KAFKA_JARS", DEFAULT_JAR_CACHE))
+    return LocalStackConfig.from_env().kafka_jars or DEFAULT_JAR_CACHE
 
 
 def _require(tool: str, hint: str) -> str:

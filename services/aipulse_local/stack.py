@@ -32,7 +32,9 @@ from .state import StackState, pid_alive, same_process
 
 WORKER_START_TIMEOUT_S = 90
 DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-ORDER = ("kafka", "clickhouse", "worker", "alertmanager", "prometheus")  # start order; stop is the reverse
+# Start order; stop is the reverse. Alertmanager before the worker, whose alerts it receives:
+# the worker is handed its address (AIPULSE_ALERTMANAGER_URL) like Kafka's and ClickHouse's.
+ORDER = ("kafka", "clickhouse", "alertmanager", "worker", "prometheus")
 
 Progress = Callable[[str], None]
 
@@ -67,6 +69,16 @@ def prometheus_url(settings: Settings) -> str:
     raise StackError("Prometheus is not running: install prometheus and run `aipulse up`, or set AIPULSE_PROMETHEUS_URL")
 
 
+def alertmanager_url(settings: Settings) -> str:
+    """The configured Alertmanager, else the local one's URL (its basic-auth credential included)."""
+    if settings.alertmanager_url:
+        return settings.alertmanager_url
+    comp = StackState(settings.state_dir).get("alertmanager")
+    if comp and pid_alive(comp.get("pid")) and comp.get("address"):
+        return comp.get("url") or f"http://{comp['address']}"
+    raise StackError("Alertmanager is not running: start the local stack with `aipulse up` or set AIPULSE_ALERTMANAGER_URL")
+
+
 def local_clickhouse_url(settings: Settings, address: str, role: str = "writer") -> str:
     """The local endpoint's URL with the stack's user (from the 0600 credentials file)."""
     try:
@@ -83,6 +95,10 @@ def worker_env(settings: Settings, metrics_port: int, extra: dict | None = None)
         "AIPULSE_CLICKHOUSE_URL": clickhouse_url(settings),
         "AIPULSE_WORKER_METRICS_PORT": str(metrics_port),
     })
+    try:
+        env["AIPULSE_ALERTMANAGER_URL"] = alertmanager_url(settings)
+    except StackError:  # not installed or not started: the worker's alerts go to Kafka and ClickHouse only
+        pass
     env.update(extra or {})
     return env
 
@@ -158,6 +174,12 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
     if applied:
         progress("clickhouse: applied migrations " + ", ".join(applied))
 
+    try:
+        from .alertmanager import start_if_available
+    except ImportError:
+        start_if_available = None
+    if start_if_available is not None:
+        start_if_available(settings, state, progress)
     if worker:
         comp = state.get("worker")
         if comp and same_process(comp):
@@ -167,12 +189,6 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
             info = start_worker(settings)
             progress(f"worker: up (pid {info['pid']}, metrics http://{info['address']}/metrics)")
 
-    try:
-        from .alertmanager import start_if_available
-    except ImportError:
-        start_if_available = None
-    if start_if_available is not None:
-        start_if_available(settings, state, progress)
     prometheus.start_if_available(settings, state, progress)
     return status(settings)
 

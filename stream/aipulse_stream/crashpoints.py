@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 
+from .config import FaultConfig
+
 CRASH_ENV = "AIPULSE_TEST_CRASH_AT"
 PAUSE_ENV = "AIPULSE_TEST_PAUSE_AT"
 CRASH_EXIT_CODE = 86
@@ -43,8 +45,9 @@ def _parse(value: str | None) -> tuple[str, int] | None:
     return point, int(n or 1)
 
 
-_crash = _parse(os.environ.get(CRASH_ENV))
-_pause = {_parse(v) for v in os.environ.get(PAUSE_ENV, "").split(",") if v.strip()}
+_faults = FaultConfig.from_env()   # CRASH_ENV, PAUSE_ENV
+_crash = _parse(_faults.test_crash_at)
+_pause = {_parse(v) for v in (_faults.test_pause_at or "").split(",") if v.strip()}
 _counts: dict[str, int] = {}
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
 
 from prometheus_client import start_http_server
@@ -69,13 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
-        if not settings.kafka_bootstrap:
-            from aipulse_local.state import StackState
-
-            comp = StackState(settings.state_dir).get("kafka")
-            if not comp:
-                raise ConfigError("no Kafka configured: set AIPULSE_KAFKA_BOOTSTRAP or run `aipulse up`")
-            settings = settings.model_copy(update={"kafka_bootstrap": comp["address"]})
+        if not settings.kafka_bootstrap:  # `aipulse worker` and `aipulse up` hand it the local stack's
+            raise ConfigError("no Kafka configured: set AIPULSE_KAFKA_BOOTSTRAP (or start the worker with "
+                              "`aipulse worker` next to a running `aipulse up`)")
         resolve_url(settings)
         check_credentials(settings)
     except (ConfigError, ClickHouseUnavailable) as err:
@@ -90,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     # Faust's own CLI runs the worker (signals, graceful stop, logging); no web server:
     # /metrics is prometheus_client's, on AIPULSE_WORKER_METRICS_PORT.
-    sys.argv = [sys.argv[0], "worker", "--without-web", "-l", os.environ.get("AIPULSE_LOG_LEVEL", "warn")]
+    sys.argv = [sys.argv[0], "worker", "--without-web", "-l", settings.log_level]
     app.main()
     return 0
 

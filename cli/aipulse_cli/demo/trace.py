@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
+
+from aipulse_stream.config import DemoConfig
 
 ATTRIBUTION = ('Azure LLM inference trace 2023 (CC-BY 4.0), Patel et al., "Splitwise: Efficient '
                'generative LLM inference using phase splitting", ISCA 2024')
@@ -53,9 +54,9 @@ def default_dir() -> Path | None:
     """$AIPULSE_DEMO_TRACE, else the first ``shared/data/azure-llm-trace-2023`` beside the
     checkout or one of its parents (``../shared`` of the main checkout, ``../../shared`` of a
     worktree), else the packaged sample; None only when a broken install lacks it too."""
-    env = os.environ.get(ENV_DIR, "").strip()
-    if env:
-        return Path(env)
+    configured = DemoConfig.from_env().demo_trace   # ENV_DIR
+    if configured:
+        return configured
     for parent in Path(__file__).resolve().parents[3:]:
         cand = parent / SHARED_REL
         if (cand / "conv.csv").exists():

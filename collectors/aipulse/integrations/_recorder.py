@@ -51,7 +51,7 @@ class CallRecorder:
         try:
             latency_ms = (time.perf_counter() - self.t0) * 1000.0
             f = self.fields
-            if self.parent is not None and self.parent._open:
+            if self.parent is not None and self.parent.is_open:
                 p = self.parent
                 p.add_tokens(self.input_tokens, self.output_tokens)
                 for name in ("model", "provider"):
