@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from aipulse_alerts.detector import Detector
 from aipulse_alerts.rules import RuleSet, load_rules
-from aipulse_stream.transforms.sketch import key as sketch_key
+from aipulse_catalog.sketch import key as sketch_key
 from aipulse_stream.transforms.windows import COUNT_COLUMNS, FLOAT_COLUMNS
 
 START = 1_800_000_000  # epoch s, a multiple of every base window used here
