@@ -77,9 +77,10 @@ def _definition(f) -> str:
 
 
 def figures_table() -> str:
-    lines = ["| figure | kind | unit | bad when | definition |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| figure | kind | unit | bad when | meaning | definition |", "| --- | --- | --- | --- | --- | --- |"]
     for f in FIGURES.values():
-        lines.append(f"| {f.name} | {f.kind} | {f.unit} | {f.bad or '-'} | {_definition(f).replace('|', '/')} |")
+        lines.append(f"| {f.name} | {f.kind} | {f.unit} | {f.bad or '-'} | {f.description} "
+                     f"| {_definition(f).replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
