@@ -181,7 +181,8 @@ def test_top_users_and_variant_deltas(gclient, seeded):
     cols, rows = run(gclient, render(_panel(db, "aipulse-cost", "Top users by cost").sql, START, END, 60, variables({})))
     spend = {}
     for e in interactions(events):
-        if START.timestamp() <= e.ts.timestamp() and int(e.ts.timestamp()) <= END.timestamp():
+        # $__timeFilter(ts): ts >= from AND ts <= to, both whole seconds, ts with milliseconds
+        if START.timestamp() <= e.ts.timestamp() <= END.timestamp():
             spend[e.user_id] = spend.get(e.user_id, 0) + (e.cost_usd or 0)
     top = sorted(spend.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
     assert [r[0] for r in rows] == [u for u, _ in top]
