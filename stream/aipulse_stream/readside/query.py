@@ -55,8 +55,12 @@ FIGURES = (
 RATIOS = tuple(f for f in FIGURES if f in CATALOG and CATALOG[f].kind == "ratio")
 QUANTILE_FIGURES = tuple(f for f in FIGURES if f in CATALOG and CATALOG[f].kind == "quantile")
 
-# Everything a result row carries: FIGURES, then the remaining raw sums (for own rates).
-ALL_FIGURES = FIGURES + tuple(f for f in SUM_FIGURES if f not in FIGURES)
+# Everything a result row carries: FIGURES, then the remaining raw sums (for own rates), then
+# the catalog's other ratios (a ratio added to the catalog appears here without an edit).
+_MORE_RATIOS = tuple(f.name for f in CATALOG.values() if f.kind == "ratio" and not f.complement
+                     and f.name not in FIGURES and f.name != "error_budget_burn")  # burn needs a rule's SLO
+RATIOS += _MORE_RATIOS
+ALL_FIGURES = FIGURES + tuple(f for f in SUM_FIGURES if f not in FIGURES) + _MORE_RATIOS
 
 
 class QueryError(ValueError):
