@@ -38,6 +38,7 @@ DASHBOARD_OF = {  # where a rule's annotation links to
     "latency": "aipulse-latency", "ttft": "aipulse-latency", "error": "aipulse-reliability",
     "fallback": "aipulse-reliability", "escalation": "aipulse-reliability", "rejection": "aipulse-reliability",
     "low_confidence": "aipulse-reliability", "cost": "aipulse-cost", "user_spend": "aipulse-cost",
+    "unpriced": "aipulse-cost",
     "satisfaction": "aipulse-quality", "task": "aipulse-quality", "accuracy": "aipulse-quality",
     "shadow": "aipulse-rollout", "silence": "aipulse-pipeline", "pipeline": "aipulse-pipeline",
 }
