@@ -8,7 +8,7 @@ values go into:
 
 - the exact reference: the lower q-quantile of the sorted values (``sketch.exact_quantile``,
   the rank rule the sketch and the SQL function use);
-- the production sketch (``aipulse_stream.transforms.sketch.LatencySketch``, 1 % relative
+- the production sketch (``aipulse_catalog.sketch.LatencySketch``, 1 % relative
   accuracy, stated in its module docstring);
 - a ``prometheus_client.Histogram`` with its default buckets (5 ms .. 10 s), read back the way
   PromQL's ``histogram_quantile`` does (linear interpolation inside the bucket; the +Inf bucket
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "stream"))
 
 from prometheus_client import CollectorRegistry, Histogram  # noqa: E402
 
-from aipulse_stream.transforms.sketch import LatencySketch, exact_quantile  # noqa: E402
+from aipulse_catalog.sketch import LatencySketch, exact_quantile  # noqa: E402
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 DEFAULT_N = 100_000

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable
 
-from aipulse_stream.transforms.sketch import quantile_from_buckets
+from aipulse_catalog.sketch import merge_buckets, quantile_from_buckets
 from aipulse_stream.transforms.windows import COUNT_COLUMNS, FLOAT_COLUMNS
 
 from .rules import METRICS, MONTH_S, WINDOW_DIMENSIONS, Metric, Rule, RuleSet
@@ -83,9 +83,8 @@ class Agg:
         for i, x in enumerate(other.v):
             v[i] += x
         if sketches:
-            for src, dst in ((other.latency, self.latency), (other.ttft, self.ttft)):
-                for k, c in src.items():
-                    dst[k] = dst.get(k, 0) + c
+            merge_buckets(self.latency, other.latency)
+            merge_buckets(self.ttft, other.ttft)
 
     def sum(self, cols: Iterable[str]) -> float:
         return sum(self.v[IDX[c]] for c in cols)

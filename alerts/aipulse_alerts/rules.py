@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from aipulse_catalog.figures import FIGURES, MONTH_S, Figure
 from aipulse_stream.config import AlertsConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -55,7 +56,6 @@ WINDOW_DIMENSIONS = ("service", "feature", "model", "variant")
 USER_DIMENSION = "user_id"
 Dimension = Literal["service", "feature", "model", "variant", "user_id"]
 
-MONTH_S = 30 * 86400  # a "month" for run-rates: 30 days, as the cost ceiling is monthly
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -66,42 +66,36 @@ class RulesError(ValueError):
     """The rule file is unreadable or invalid; the message lists every problem found."""
 
 
-class Metric(str, Enum):
-    """What a rule measures. See :data:`METRICS` for each one's definition and volume."""
+def _rule_figures() -> list[Figure]:
+    """The catalog figures a rule can measure: every one the evaluators compute from window
+    rows (counts, ratios, quantiles, monthly run-rates), the gauges and per-user spend.
+    Not: complements (alert on the ratio itself), per-second rates, distinct counts, maxima."""
+    return [f for f in FIGURES.values()
+            if (f.kind in ("count", "quantile", "gauge", "user_sum"))
+            or (f.kind == "ratio" and not f.complement)
+            or (f.kind == "rate" and f.per_s == MONTH_S)]
 
-    latency_p50_ms = "latency_p50_ms"
-    latency_p95_ms = "latency_p95_ms"
-    latency_p99_ms = "latency_p99_ms"
-    ttft_p95_ms = "ttft_p95_ms"
-    error_rate = "error_rate"
-    fallback_rate = "fallback_rate"
-    escalation_rate = "escalation_rate"
-    rejection_rate = "rejection_rate"
-    low_confidence_rate = "low_confidence_rate"
-    satisfaction = "satisfaction"
-    task_completion_rate = "task_completion_rate"
-    accuracy = "accuracy"
-    shadow_disagreement_rate = "shadow_disagreement_rate"
-    error_budget_burn = "error_budget_burn"
-    cost_run_rate_usd_month = "cost_run_rate_usd_month"
-    user_spend_usd = "user_spend_usd"
-    silence_s = "silence_s"
-    pipeline_lag_s = "pipeline_lag_s"
+
+# What a rule measures: the names come from the catalog (aipulse_catalog.figures), one per
+# figure, the same in the read side, the dashboards and docs/metrics.md.
+Metric = Enum("Metric", {f.name: f.name for f in _rule_figures()}, type=str)
+Metric.__doc__ = "What a rule measures: a catalog figure. See :data:`METRICS` for each one's definition and volume."
 
 
 class MetricDef(BaseModel):
-    """How a metric is computed from the summed columns of window rows (migration 002).
+    """How a metric is computed from the summed columns of window rows (the catalog's view).
 
     ``kind``: ``ratio`` = sum(numerator) / sum(denominator); ``quantile`` = the ``q``-quantile
     of the merged sketch in ``buckets``; ``run_rate`` = sum(numerator) scaled from the window
     to a month; ``sum`` = sum(numerator) over the window (per user: from raw interactions);
-    ``gauge`` = a time measured by the worker (no window rows). ``volume`` is what
-    ``min_volume`` counts (columns summed). ``higher_is_worse`` tells generators which
+    ``gauge`` = a time about the pipeline (``aipulse_catalog.figures.gauge_sql``). ``volume``
+    is what ``min_volume`` counts (columns summed). ``higher_is_worse`` tells generators which
     comparison is natural.
     """
 
     model_config = ConfigDict(frozen=True)
 
+    name: str                      # the catalog figure's name (= the Metric value)
     kind: Literal["ratio", "quantile", "run_rate", "sum", "gauge"]
     numerator: tuple[str, ...] = ()
     denominator: tuple[str, ...] = ()
@@ -112,54 +106,19 @@ class MetricDef(BaseModel):
     higher_is_worse: bool = True
     description: str = ""
 
+    @property
+    def figure(self) -> Figure:
+        """The catalog's definition (its ``sql()`` is what the Grafana rules run)."""
+        return FIGURES[self.name]
 
+
+_KIND = {"ratio": "ratio", "quantile": "quantile", "rate": "run_rate", "count": "sum", "user_sum": "sum",
+         "gauge": "gauge"}
 METRICS: dict[Metric, MetricDef] = {
-    Metric.latency_p50_ms: MetricDef(kind="quantile", buckets="latency_buckets", q=0.50, volume=("requests",),
-                                     unit="ms", description="median latency (merged sketch, 1% accurate)"),
-    Metric.latency_p95_ms: MetricDef(kind="quantile", buckets="latency_buckets", q=0.95, volume=("requests",),
-                                     unit="ms", description="95th percentile latency"),
-    Metric.latency_p99_ms: MetricDef(kind="quantile", buckets="latency_buckets", q=0.99, volume=("requests",),
-                                     unit="ms", description="99th percentile latency"),
-    Metric.ttft_p95_ms: MetricDef(kind="quantile", buckets="ttft_buckets", q=0.95, volume=("ttft_count",),
-                                  unit="ms", description="95th percentile time to first token"),
-    Metric.error_rate: MetricDef(kind="ratio", numerator=("errors",), denominator=("requests",),
-                                 volume=("requests",), description="errors and timeouts per request"),
-    Metric.fallback_rate: MetricDef(kind="ratio", numerator=("fallbacks",), denominator=("requests",),
-                                    volume=("requests",), description="requests served by a fallback"),
-    Metric.escalation_rate: MetricDef(kind="ratio", numerator=("escalations",), denominator=("requests",),
-                                      volume=("requests",), description="requests escalated to a human"),
-    Metric.rejection_rate: MetricDef(kind="ratio", numerator=("rejected_input", "rejected_output"),
-                                     denominator=("requests",), volume=("requests",),
-                                     description="input or output rejected by validation"),
-    Metric.low_confidence_rate: MetricDef(kind="ratio", numerator=("low_confidence",), denominator=("requests",),
-                                          volume=("requests",), description="answers below the confidence threshold"),
-    Metric.satisfaction: MetricDef(kind="ratio", numerator=("feedback_up",),
-                                   denominator=("feedback_up", "feedback_down"),
-                                   volume=("feedback_up", "feedback_down"), higher_is_worse=False,
-                                   description="thumbs up / (up + down)"),
-    Metric.task_completion_rate: MetricDef(kind="ratio", numerator=("task_completed",),
-                                           denominator=("task_completed", "task_failed"),
-                                           volume=("task_completed", "task_failed"), higher_is_worse=False,
-                                           description="tasks completed / (completed + failed)"),
-    Metric.accuracy: MetricDef(kind="ratio", numerator=("correct",), denominator=("evaluated",),
-                               volume=("evaluated",), higher_is_worse=False,
-                               description="correct / evaluated against ground truth (not shadow)"),
-    Metric.shadow_disagreement_rate: MetricDef(kind="ratio", numerator=("shadow_disagreements",),
-                                               denominator=("shadow_pairs",), volume=("shadow_pairs",),
-                                               description="shadow candidate disagreeing with production"),
-    Metric.error_budget_burn: MetricDef(kind="ratio", numerator=("errors",), denominator=("requests",),
-                                        volume=("requests",),
-                                        description="error rate / (1 - slo_target): 1 spends the budget "
-                                                    "exactly over the SLO period"),
-    Metric.cost_run_rate_usd_month: MetricDef(kind="run_rate", numerator=("cost_usd",), volume=("requests",),
-                                              unit="USD/month",
-                                              description="cost over the window scaled to 30 days"),
-    Metric.user_spend_usd: MetricDef(kind="sum", numerator=("cost_usd",), volume=("requests",), unit="USD",
-                                     description="one user's spend over the window (raw interactions)"),
-    Metric.silence_s: MetricDef(kind="gauge", unit="s",
-                                description="seconds since the newest event of the group was seen"),
-    Metric.pipeline_lag_s: MetricDef(kind="gauge", unit="s",
-                                     description="seconds between an event's time and its processing"),
+    Metric(f.name): MetricDef(kind=_KIND[f.kind], numerator=f.numerator, denominator=f.denominator,
+                              buckets=f.buckets, q=f.q, volume=f.volume, unit="" if f.unit == "ratio" else f.unit,
+                              higher_is_worse=f.bad != "low", description=f.description, name=f.name)
+    for f in _rule_figures()
 }
 
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 import re
 
-from aipulse_alerts.rules import MONTH_S, Metric, Rule, RuleSet
+from aipulse_alerts.rules import Metric, Rule, RuleSet, format_duration
+from aipulse_catalog.figures import gauge_sql
 
 from .chquery import TABLE
 from .datasources import ALERTMANAGER_UID, CLICKHOUSE_REF, CLICKHOUSE_UID
@@ -37,6 +38,7 @@ DASHBOARD_OF = {  # where a rule's annotation links to
     "latency": "aipulse-latency", "ttft": "aipulse-latency", "error": "aipulse-reliability",
     "fallback": "aipulse-reliability", "escalation": "aipulse-reliability", "rejection": "aipulse-reliability",
     "low_confidence": "aipulse-reliability", "cost": "aipulse-cost", "user_spend": "aipulse-cost",
+    "unpriced": "aipulse-cost",
     "satisfaction": "aipulse-quality", "task": "aipulse-quality", "accuracy": "aipulse-quality",
     "shadow": "aipulse-rollout", "silence": "aipulse-pipeline", "pipeline": "aipulse-pipeline",
 }
@@ -56,15 +58,11 @@ def _sum(cols) -> str:
 
 
 def metric_expr(rule: Rule, window_s: int) -> str:
-    d = rule.definition
-    if d.kind == "quantile":
-        return f"aipulse_quantile({d.q}, sumMap({d.buckets}))"
-    if d.kind == "run_rate":
-        return f"({_sum(d.numerator)}) * {MONTH_S} / {window_s}"
-    ratio = f"({_sum(d.numerator)}) / nullIf({_sum(d.denominator)}, 0)"
+    """The rule's metric over window rows: the catalog figure's own SQL (aipulse_catalog)."""
+    expr = rule.definition.figure.sql(duration_s=str(window_s))
     if rule.metric == Metric.error_budget_burn:
-        return f"{ratio} / {1 - rule.slo_target:.10g}"
-    return ratio
+        return f"({expr}) / {1 - rule.slo_target:.10g}"
+    return expr
 
 
 def _where(rule: Rule, skip=()) -> str:
@@ -103,16 +101,8 @@ def rule_sql(rule: Rule, db: str) -> tuple[str, float, str]:
                f"WHERE ts >= $__toTime - INTERVAL {w} SECOND AND ts < $__toTime AND NOT shadow AND user_id != ''"
                f"{_where(rule)}\nGROUP BY {sel}\nHAVING count() >= {rule.min_volume}")
         return sql, _threshold(rule.threshold, rule.comparison), evaluator
-    if kind == "gauge":
-        if rule.metric == Metric.silence_s:
-            # seconds since the newest interaction; no interaction in a day = no row = NoData = alerting
-            sql = (f"SELECT {sel + ', ' if sel else ''}toFloat64(dateDiff('second', max(ts), $__toTime)) AS value\n"
-                   f"FROM {db}.interactions\nWHERE ts >= $__toTime - INTERVAL 1 DAY AND ts <= $__toTime{_where(rule)}"
-                   + (f"\nGROUP BY {sel}" if sel else "") + "\nHAVING count() > 0")
-        else:  # pipeline_lag_s: time from event to storage, 90th percentile of the events stored in the window
-            sql = (f"SELECT quantile(0.9)(dateDiff('millisecond', ts, ingested_at)) / 1000 AS value\n"
-                   f"FROM {db}.interactions\nWHERE ingested_at >= $__toTime - INTERVAL {w} SECOND "
-                   f"AND ingested_at <= $__toTime\nHAVING count() > 0")
+    if kind == "gauge":  # one meaning per gauge: the catalog's query (aipulse_catalog.figures.gauge_sql)
+        sql = gauge_sql(rule.metric.value, db, w, tuple(dims), _where(rule))
         return sql, _threshold(rule.threshold, rule.comparison), evaluator
     cur = _agg(rule, db, w, 0, dims)
     ctes = [f"cur AS (\n    {cur}\n)"]
@@ -188,7 +178,6 @@ def grafana_rule(rule: Rule, db: str) -> dict:
     sql, threshold, evaluator = rule_sql(rule, db)
     sustain = rule.sustain_s
     pending = -(-sustain // INTERVAL_S) * INTERVAL_S
-    from aipulse_alerts.rules import format_duration
 
     board = dashboard_for(rule)
     annotations = {

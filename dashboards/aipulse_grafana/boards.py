@@ -25,23 +25,23 @@ def overview(db: str, t: Targets) -> Board:
     b.stat("Availability", f"Is availability (1 - error rate) above its {t.slo_target:.1%} target?",
            metric_sql(["availability"], db), ["availability"], unit=PCT, decimals=3,
            thresholds=[(None, "red"), (t.slo_target, "green")])
-    b.stat("P95 latency", "Is P95 latency under its ceiling?", metric_sql(["p95_ms"], db), ["p95_ms"], unit="ms",
+    b.stat("P95 latency", "Is P95 latency under its ceiling?", metric_sql(["latency_p95_ms"], db), ["latency_p95_ms"], unit="ms",
            thresholds=[(None, "green"), (t.p95_ceiling_ms, "red")])
-    b.stat("P99 latency", "Is P99 latency under its ceiling?", metric_sql(["p99_ms"], db), ["p99_ms"], unit="ms",
+    b.stat("P99 latency", "Is P99 latency under its ceiling?", metric_sql(["latency_p99_ms"], db), ["latency_p99_ms"], unit="ms",
            thresholds=[(None, "green"), (t.p99_ceiling_ms, "red")])
     b.stat("Cost today", "How much has been spent since midnight UTC (of the range's end)?",
            f"SELECT sum(cost_usd) AS cost_usd\nFROM {db}.metrics_window FINAL\n"
            f"WHERE window_start >= toStartOfDay($__toTime) AND window_start <= $__toTime AND {var_filter()}",
            ["cost_usd"], unit="currencyUSD", decimals=2)
     b.stat("Monthly run-rate", f"At this range's pace, will a month cost more than the {t.cost_ceiling_usd_month:,.0f} USD ceiling?",
-           metric_sql(["run_rate_usd_month"], db),
-           ["run_rate_usd_month"], unit="currencyUSD", decimals=0,
+           metric_sql(["cost_run_rate_usd_month"], db),
+           ["cost_run_rate_usd_month"], unit="currencyUSD", decimals=0,
            thresholds=[(None, "green"), (t.cost_ceiling_usd_month, "red")])
     b.timeseries("Traffic by feature", "Which features carry the traffic, and did any stop?",
                  metric_sql(["requests_per_s"], db, by="feature", series=True), ["time", "feature", "requests_per_s"],
                  unit="reqps")
     b.timeseries("P95 / P99 latency", "Are P95 and P99 under their ceilings over time?",
-                 metric_sql(["p95_ms", "p99_ms"], db, series=True), ["time", "p95_ms", "p99_ms"], unit="ms",
+                 metric_sql(["latency_p95_ms", "latency_p99_ms"], db, series=True), ["time", "latency_p95_ms", "latency_p99_ms"], unit="ms",
                  thresholds=[(None, "green"), (t.p99_ceiling_ms, "red")])
     b.timeseries("Availability", "When did availability dip under target?",
                  metric_sql(["availability"], db, series=True), ["time", "availability"], unit=PCT,
@@ -61,20 +61,20 @@ def latency(db: str, t: Targets) -> Board:
     b = Board("aipulse-latency", "aipulse / Latency", db, "Latency from merged sketches (1% accurate at any grouping).")
     for q in ("p50", "p95", "p99"):
         b.timeseries(f"{q.upper()} by feature", f"Which feature's {q.upper()} latency is moving?",
-                     metric_sql([f"{q}_ms"], db, by="feature", series=True), ["time", "feature", f"{q}_ms"], unit="ms",
+                     metric_sql([f"latency_{q}_ms"], db, by="feature", series=True), ["time", "feature", f"latency_{q}_ms"], unit="ms",
                      w=8, thresholds=[(None, "green"), (t.p99_ceiling_ms if q == "p99" else t.p95_ceiling_ms, "red")]
                      if q != "p50" else None)
     b.timeseries("P99 by model", "Is one model (provider) the slow one?",
-                 metric_sql(["p99_ms"], db, by="model", series=True), ["time", "model", "p99_ms"], unit="ms")
+                 metric_sql(["latency_p99_ms"], db, by="model", series=True), ["time", "model", "latency_p99_ms"], unit="ms")
     b.timeseries("Time to first token P50 / P95", "How long until streaming answers start?",
                  metric_sql(["ttft_p50_ms", "ttft_p95_ms"], db, series=True), ["time", "ttft_p50_ms", "ttft_p95_ms"],
                  unit="ms")
     b.table("Latency by feature and model", "Which feature/model pair is slowest over the range?",
-            metric_sql(["requests", "p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms", "ttft_p95_ms", "latency_mean_ms"], db,
+            metric_sql(["requests", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "latency_mean_ms"], db,
                        by="feature, model"),
-            ["feature", "model", "requests", "p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms", "ttft_p95_ms",
+            ["feature", "model", "requests", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms",
              "latency_mean_ms"],
-            units={c: "ms" for c in ("p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms", "ttft_p95_ms", "latency_mean_ms")})
+            units={c: "ms" for c in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "latency_mean_ms")})
     b.bars("Latency distribution", "What does the whole latency distribution look like (10% wide buckets)?",
            f"SELECT toString(round(aipulse_sketch_value(toInt32(floor(k / 5) * 5 + 4)))) AS upper_ms, sum(c) AS requests\n"
            f"FROM (SELECT sumMap(latency_buckets) AS b FROM {source(db, False)})\n"
@@ -130,8 +130,8 @@ def cost(db: str, t: Targets) -> Board:
     b.stat("Cost in range", "How much did this range cost?", metric_sql(["cost_usd"], db), ["cost_usd"],
            unit="currencyUSD", decimals=2, w=6)
     b.stat("Projected month", f"At this range's pace, does a month stay under {t.cost_ceiling_usd_month:,.0f} USD?",
-           metric_sql(["run_rate_usd_month"], db),
-           ["run_rate_usd_month"], unit="currencyUSD", decimals=0, w=6,
+           metric_sql(["cost_run_rate_usd_month"], db),
+           ["cost_run_rate_usd_month"], unit="currencyUSD", decimals=0, w=6,
            thresholds=[(None, "green"), (0.8 * t.cost_ceiling_usd_month, "orange"), (t.cost_ceiling_usd_month, "red")])
     b.stat("Distinct users", "How many distinct users called AI features?", metric_sql(["users"], db), ["users"], w=6)
     b.table("Top users by cost", "Which users (hashed ids) cost the most, from raw events?",
@@ -145,6 +145,14 @@ def cost(db: str, t: Targets) -> Board:
             ["feature", "model", "requests", "cost_usd", "cost_per_request_usd", "cost_per_task_usd", "input_tokens",
              "output_tokens"], w=12,
             units={"cost_usd": "currencyUSD", "cost_per_request_usd": "currencyUSD", "cost_per_task_usd": "currencyUSD"})
+    # Cost is never silently under-reported: calls with tokens but no known price are counted.
+    b.stat("Unpriced interactions", "How many calls had tokens but no known price (their cost is missing above)?",
+           metric_sql(["unpriced_requests"], db), ["unpriced_requests"], w=6, h=8,
+           thresholds=[(None, "green"), (1, "orange")])
+    b.table("Unpriced by model", "Which models lack a price (add them to the SDK's price_overrides)?",
+            f"SELECT * FROM (\n{metric_sql(['unpriced_requests', 'unpriced_rate', 'requests'], db, by='model')}\n)\n"
+            "WHERE unpriced_requests > 0\nORDER BY unpriced_requests DESC, model",
+            ["model", "unpriced_requests", "unpriced_rate", "requests"], w=18, units={"unpriced_rate": PCT})
     return b
 
 
@@ -181,7 +189,7 @@ def quality(db: str, t: Targets) -> Board:
 def rollout(db: str, t: Targets) -> Board:
     b = Board("aipulse-rollout", "aipulse / Rollout and shadow", db,
               "Each variant beside the baseline: promote, hold or roll back?")
-    figs = ["requests", "error_rate", "fallback_rate", "escalation_rate", "p95_ms", "p99_ms", "cost_per_request_usd",
+    figs = ["requests", "error_rate", "fallback_rate", "escalation_rate", "latency_p95_ms", "latency_p99_ms", "cost_per_request_usd",
             "satisfaction", "task_completion_rate", "accuracy", "shadow_disagreement_rate"]
     deltas = ", ".join(f"{f} - anyIf({f}, variant = '{t.baseline_variant}') OVER () AS {f}_delta" for f in figs[1:])
     b.table(f"Variants against {t.baseline_variant}",
@@ -189,7 +197,7 @@ def rollout(db: str, t: Targets) -> Board:
             f"SELECT *, {deltas}\nFROM (\n{metric_sql(figs, db, by='variant')}\n)\nORDER BY variant",
             ["variant", *figs, *(f"{f}_delta" for f in figs[1:])], h=9)
     for fig, unit, q in (("error_rate", PCT, "Does the canary fail more than the baseline?"),
-                         ("p95_ms", "ms", "Is the canary slower than the baseline?"),
+                         ("latency_p95_ms", "ms", "Is the canary slower than the baseline?"),
                          ("fallback_rate", PCT, "Does the canary need fallbacks more often?"),
                          ("satisfaction", PCT, "Do users like the canary's answers as much?"),
                          ("accuracy", PCT, "Is the canary as accurate against ground truth?"),

@@ -2,8 +2,8 @@
 
     board = Board("aipulse-latency", "aipulse / Latency", db="aipulse")
     board.timeseries("P99 by feature", "Which feature's P99 is climbing?",
-                     metric_sql(["p99_ms"], db, by="feature", series=True),
-                     columns=["time", "feature", "p99_ms"], unit="ms")
+                     metric_sql(["latency_p99_ms"], db, by="feature", series=True),
+                     columns=["time", "feature", "latency_p99_ms"], unit="ms")
     dashboard_json = board.build()
 
 Every ClickHouse target is recorded with the columns the panel expects (``Board.docs``):

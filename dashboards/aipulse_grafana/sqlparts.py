@@ -3,7 +3,7 @@
 Panels read the window rows (``metrics_window`` and its rollups, docs/metrics.md), never raw
 events, except where the question needs a raw column (top users, prompt versions)::
 
-    sql = metric_sql(["p99_ms"], db="aipulse", by="feature", series=True)
+    sql = metric_sql(["latency_p99_ms"], db="aipulse", by="feature", series=True)
 
 The source reads each window exactly once, from the cheapest table that holds it whole:
 a day's row of ``metrics_daily`` when the whole UTC day lies in the panel's range, else an
@@ -15,9 +15,9 @@ Every table is read with FINAL: replayed rows replace, never add.
 """
 from __future__ import annotations
 
-import re
 
-from aipulse_stream.readside.query import DIMENSIONS, QUANTILES, SUM_FIGURES
+from aipulse_catalog.columns import KEY_COLUMNS as DIMENSIONS
+from aipulse_catalog.figures import FIGURES as CATALOG
 
 # The plugin expands $__fromTime/$__toTime to toDateTime(<unix s>) and its $__timeFilter is
 # inclusive at both ends; `E` makes the inclusive end exclusive for whole-grain checks.
@@ -55,56 +55,17 @@ def source(db: str, series: bool, dims=DIMENSIONS, extra: str = "") -> str:
     return "(\n    " + "\n    UNION ALL\n    ".join(parts) + "\n  ) AS w"
 
 
-def _rate(num: str, den: str) -> str:
-    return f"sum({num}) / nullIf(sum({den}), 0)"
+# The length in seconds a rate figure is divided by: the bucket for per-second rates (a series
+# point), the panel's whole range otherwise (the plugin's range is inclusive: + 1 s).
+RANGE_S = "(toUnixTimestamp($__toTime) + 1 - toUnixTimestamp($__fromTime))"
+DURATION_S = {"requests_per_s": "$__interval_s"}
 
-
-# Figure name -> aggregate expression over window rows. Names follow readside.query.FIGURES
-# where one exists; rates are ratios of sums (never averages of rates).
+# Figure name -> aggregate expression over window rows (alias w, see ``source``): every
+# window-row figure of the catalog (aipulse_catalog.figures), under the catalog's name.
 FIGURES: dict[str, str] = {
-    "requests": "sum(requests)",
-    "requests_per_s": "sum(requests) / $__interval_s",
-    "errors": "sum(errors)",
-    "error_rate": _rate("errors", "requests"),
-    "availability": "1 - " + _rate("errors", "requests"),
-    "timeout_rate": _rate("timeouts", "requests"),
-    "fallback_rate": _rate("fallbacks", "requests"),
-    "escalation_rate": _rate("escalations", "requests"),
-    "refusal_rate": _rate("refused", "requests"),
-    "rejected_input_rate": _rate("rejected_input", "requests"),
-    "rejected_output_rate": _rate("rejected_output", "requests"),
-    "low_confidence_rate": _rate("low_confidence", "requests"),
-    "cost_usd": "sum(cost_usd)",
-    # the range's spend scaled to 30 days (the plugin's time range is inclusive: + 1 s)
-    "run_rate_usd_month": "sum(cost_usd) * 2592000 / (toUnixTimestamp($__toTime) + 1 - toUnixTimestamp($__fromTime))",
-    "input_tokens": "sum(input_tokens)",
-    "output_tokens": "sum(output_tokens)",
-    "users": "uniqExactArray(users)",
-    "cost_per_task_usd": _rate("cost_usd", "task_completed"),
-    "cost_per_request_usd": _rate("cost_usd", "requests"),
-    "satisfaction": "sum(feedback_up) / nullIf(sum(feedback_up) + sum(feedback_down), 0)",
-    "task_completion_rate": "sum(task_completed) / nullIf(sum(task_completed) + sum(task_failed), 0)",
-    "correction_rate": _rate("corrections", "requests"),
-    "corrections": "sum(corrections)",
-    "feedback_volume": "sum(feedback_up + feedback_down + task_completed + task_failed + corrections)",
-    "accuracy": _rate("correct", "evaluated"),
-    "evaluated": "sum(evaluated)",
-    "shadow_pairs": "sum(shadow_pairs)",
-    "shadow_disagreement_rate": _rate("shadow_disagreements", "shadow_pairs"),
-    "rollout_stage": "max(rollout_stage)",
-    "latency_mean_ms": _rate("latency_sum_ms", "requests"),
+    f.name: f.sql("w.", DURATION_S.get(f.name, RANGE_S))
+    for f in CATALOG.values() if f.kind not in ("gauge", "user_sum")
 }
-for _n, _q in QUANTILES.items():
-    FIGURES[f"{_n}_ms"] = f"aipulse_quantile({_q}, sumMap(latency_buckets))"
-    FIGURES[f"ttft_{_n}_ms"] = f"aipulse_quantile({_q}, sumMap(ttft_buckets))"
-
-
-_COLUMNS = set(SUM_FIGURES) | {"latency_buckets", "ttft_buckets", "users", "fallback_depth", "rollout_stage"}
-
-
-def qualify(expr: str) -> str:
-    """Column names of a figure expression -> w.<name> (see ``source``)."""
-    return re.sub(r"(?<![.\w])(\w+)(?![\w(])", lambda m: f"w.{m.group(1)}" if m.group(1) in _COLUMNS else m.group(1), expr)
 
 
 def metric_sql(figures: list[str], db: str, by: str | None = None, series: bool = False,
@@ -122,7 +83,7 @@ def metric_sql(figures: list[str], db: str, by: str | None = None, series: bool 
     if by:
         cols.append(by)
         group.append(by)
-    cols += [f"{qualify(FIGURES[f])} AS {f}" for f in figures]
+    cols += [f"{FIGURES[f]} AS {f}" for f in figures]
     sql = "SELECT " + ",\n  ".join(cols) + f"\nFROM {source(db, series, extra=extra)}"
     if group:
         sql += "\nGROUP BY " + ", ".join(group)

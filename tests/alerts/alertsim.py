@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from aipulse_alerts.detector import Detector
 from aipulse_alerts.rules import RuleSet, load_rules
-from aipulse_stream.transforms.sketch import key as sketch_key
+from aipulse_catalog.sketch import record
 from aipulse_stream.transforms.windows import COUNT_COLUMNS, FLOAT_COLUMNS
 
 START = 1_800_000_000  # epoch s, a multiple of every base window used here
@@ -25,8 +25,7 @@ def row(ws: float, *, service="svc", feature="chat", model="m-a", variant="", pa
     assert not counts, f"unknown columns {counts}"
     buckets: dict[int, int] = {}
     for x in latencies:
-        k = sketch_key(x)
-        buckets[k] = buckets.get(k, 0) + 1
+        record(buckets, x)
     if latencies and not d["requests"]:
         d["requests"] = len(latencies)
     d["latency_buckets"] = buckets

@@ -94,6 +94,11 @@ SCENARIOS = [
              lambda ws, r: [], lambda ws, r: [], 30, 25, {"service": "svc", "user_id": "u3"}, window_s=60,
              events_healthy=spend_events(USERS, lambda u, r: r.uniform(0.001, 0.01)),
              events_degraded=spend_events(USERS, lambda u, r: 1.0 if u == "u3" else r.uniform(0.001, 0.01))),
+    Scenario("unpriced_usage",           # a new model without a price: its calls carry tokens, no cost
+             lambda ws, r: [traffic(ws, r, n=100, cost_usd=0.1)],
+             lambda ws, r: [traffic(ws, r, n=100, cost_usd=0.1),
+                            traffic(ws, r, n=20, model="m-new", unpriced_requests=r.randint(1, 5))],
+             20, 3, {"service": "svc", "model": "m-new", "severity": "warning"}, window_s=60),
     Scenario("satisfaction_drop",
              lambda ws, r: [feedback(ws, r, up=0.8)], lambda ws, r: [feedback(ws, r, up=0.45)], 60, 12,
              {"service": "svc", "feature": "chat"}, window_s=60),

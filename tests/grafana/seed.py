@@ -35,6 +35,7 @@ class Knobs:
     shadow_p: float = 0.1
     disagree_p: float = 0.05
     whale_cost: float = 0.0  # cost of the calls of user "whale" (0 = no whale)
+    unpriced_p: float = 0.0  # share of calls with tokens but no cost (a model without a price)
 
 
 HEALTHY = Knobs()
@@ -60,13 +61,14 @@ def generate(rng: random.Random, service: str, start: datetime, end: datetime, r
         outcome = "error" if r < k.error_p else "escalated" if r < k.error_p + k.escalate_p else "ok"
         fb = rng.random() < k.fallback_p
         iid = f"{prefix}{service}-{n}"
+        unpriced = k.unpriced_p > 0 and rng.random() < k.unpriced_p  # no draw otherwise: same streams
         out.append(Interaction(
             event_id=iid, ts=ts, service=service, feature=rng.choice(features), model=rng.choice(models),
             variant=variant, prompt_version=rng.choice(["p1", "p2"]), rollout_stage=10.0 if variant == "candidate" else None,
             user_id="whale" if whale else f"u{rng.randrange(users)}",
             latency_ms=k.latency_median_ms * math.exp(rng.gauss(0, 0.4)), ttft_ms=100 * math.exp(rng.gauss(0, 0.3)),
             input_tokens=rng.randrange(100, 1000), output_tokens=rng.randrange(10, 300),
-            cost_usd=k.whale_cost if whale else k.cost_usd, outcome="fallback" if fb and outcome == "ok" else outcome,
+            cost_usd=None if unpriced else k.whale_cost if whale else k.cost_usd, outcome="fallback" if fb and outcome == "ok" else outcome,
             fallback_depth=rng.choice([1, 1, 2]) if fb else 0, confidence=rng.random()))
         later = ts + timedelta(milliseconds=300)
         if rng.random() < k.feedback_p:
@@ -82,7 +84,8 @@ def generate(rng: random.Random, service: str, start: datetime, end: datetime, r
 
 
 def store(client, db: str, events, lag_s: float = 0.5) -> None:
-    """Insert raw rows (ingested lag_s after their ts) and the aggregator's window rows."""
+    """Insert raw rows (ingested lag_s after their ts) and the aggregator's window rows
+    (written lag_s after their newest event: ``written_at``, what pipeline_lag_s reads)."""
     settings = Settings(database=db)
     events = sorted(events, key=lambda e: (e.ts, e.kind != "interaction"))
     agg = WindowAggregator(settings, TOPIC)
@@ -97,7 +100,7 @@ def store(client, db: str, events, lag_s: float = 0.5) -> None:
             joined = keys.get(e.interaction_id)
         agg.add(0, offset, e, joined)
         triples.append((0, offset, e))
-    rows = agg.drain_rows()
+    rows = [{**r, "written_at": r["max_ts"] + timedelta(seconds=lag_s)} for r in agg.drain_rows()]
     cols = list(rows[0])
     client.insert(f"{db}.metrics_window", [[r[c] for c in cols] for r in rows], column_names=cols)  # one insert
     # The SDK's delivery ledger of each service (the Pipeline board's ledger table): two

@@ -36,6 +36,7 @@ def degrade(name: str, k, variant: str):
         "error_budget_slow_burn": lambda: replace(k, error_p=0.02),
         "cost_run_rate_ceiling": lambda: replace(k, cost_usd=0.01),
         "user_spend_limit": lambda: replace(k, whale_cost=0.5),
+        "unpriced_usage": lambda: replace(k, unpriced_p=0.05),
         "satisfaction_drop": lambda: replace(k, up_p=0.4),
         "accuracy_drop": lambda: replace(k, correct_p=0.5),
         "shadow_disagreement_high": lambda: replace(k, disagree_p=0.5),

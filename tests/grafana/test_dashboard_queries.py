@@ -38,7 +38,7 @@ def seeded(gclient, new_db):
     for svc in OPTIONS["service"]:
         events += generate(rng, svc, D0 - timedelta(hours=3), D0 + timedelta(days=1, hours=2), lambda t: 0.12,
                            lambda t, v: replace(HEALTHY, latency_median_ms=600 if v == "candidate" else 300,
-                                                cost_usd=0.002, error_p=0.02),
+                                                cost_usd=0.002, error_p=0.02, unpriced_p=0.03),
                            features=OPTIONS["feature"], models=OPTIONS["model"], users=30, prefix="d")
     store(gclient, db, events)
     return db, events
@@ -119,17 +119,35 @@ def test_overview_numbers_equal_the_seed(gclient, seeded, scenario):
     assert one("Requests")["requests"] == len(ev)
     errors = sum(e.outcome in ("error", "timeout") for e in ev)
     assert one("Availability")["availability"] == pytest.approx(1 - errors / len(ev), rel=1e-12)
-    for title, q, col in (("P95 latency", 0.95, "p95_ms"), ("P99 latency", 0.99, "p99_ms")):
+    for title, q, col in (("P95 latency", 0.95, "latency_p95_ms"), ("P99 latency", 0.99, "latency_p99_ms")):
         want = exact_quantile(lat, q)
         got = one(title)[col]
         assert abs(got - want) <= 0.01 * want, f"{title}: {got} vs exact {want}"
     span = math.floor(END.timestamp()) + 1 - math.floor(START.timestamp())
-    assert one("Monthly run-rate")["run_rate_usd_month"] == pytest.approx(
-        sum(e.cost_usd for e in ev) * 2592000 / span, rel=1e-9)
+    assert one("Monthly run-rate")["cost_run_rate_usd_month"] == pytest.approx(
+        sum(e.cost_usd or 0 for e in ev) * 2592000 / span, rel=1e-9)
     # today = since midnight of the range's end
     today = [e for e in interactions(events, **SCENARIOS[scenario])
              if END.replace(hour=0, minute=0, second=0, microsecond=0) <= e.ts and int(e.ts.timestamp()) // 10 * 10 <= END.timestamp()]
-    assert one("Cost today")["cost_usd"] == pytest.approx(sum(e.cost_usd for e in today), rel=1e-9)
+    assert one("Cost today")["cost_usd"] == pytest.approx(sum(e.cost_usd or 0 for e in today), rel=1e-9)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_unpriced_panels_equal_the_seed(gclient, seeded, scenario):
+    """Calls with tokens but no cost are counted, in total and per model, from any table."""
+    db, events = seeded
+    ev = selected(events, SCENARIOS[scenario])
+    unpriced = [e for e in ev if e.cost_usd is None and (e.input_tokens or e.output_tokens)]
+    assert unpriced and len(unpriced) < len(ev)
+    vars_ = variables(SCENARIOS[scenario])
+    cols, rows = run(gclient, render(_panel(db, "aipulse-cost", "Unpriced interactions").sql, START, END, 60, vars_))
+    assert dict(zip(cols, rows[0]))["unpriced_requests"] == len(unpriced)
+    cols, rows = run(gclient, render(_panel(db, "aipulse-cost", "Unpriced by model").sql, START, END, 60, vars_))
+    got = {r[0]: dict(zip(cols, r)) for r in rows}
+    want = {m: sum(e.model == m for e in unpriced) for m in {e.model for e in unpriced}}
+    assert {m: g["unpriced_requests"] for m, g in got.items()} == want
+    for m, g in got.items():
+        assert g["unpriced_rate"] == pytest.approx(want[m] / sum(e.model == m for e in ev), rel=1e-12)
 
 
 @pytest.mark.parametrize("interval_s", [60, 3600, 86400])
@@ -153,7 +171,7 @@ def test_latency_table_p99_per_feature_and_model_within_one_percent(gclient, see
         row = dict(zip(cols, r))
         ev = [e for e in selected(events, {}) if e.feature == row["feature"] and e.model == row["model"]]
         assert row["requests"] == len(ev)
-        for q_, col in ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")):
+        for q_, col in ((0.5, "latency_p50_ms"), (0.95, "latency_p95_ms"), (0.99, "latency_p99_ms")):
             want = exact_quantile([e.latency_ms for e in ev], q_)
             assert abs(row[col] - want) <= 0.01 * want
 
@@ -163,8 +181,9 @@ def test_top_users_and_variant_deltas(gclient, seeded):
     cols, rows = run(gclient, render(_panel(db, "aipulse-cost", "Top users by cost").sql, START, END, 60, variables({})))
     spend = {}
     for e in interactions(events):
-        if START.timestamp() <= e.ts.timestamp() and int(e.ts.timestamp()) <= END.timestamp():
-            spend[e.user_id] = spend.get(e.user_id, 0) + e.cost_usd
+        # $__timeFilter(ts): ts >= from AND ts <= to, both whole seconds, ts with milliseconds
+        if START.timestamp() <= e.ts.timestamp() <= END.timestamp():
+            spend[e.user_id] = spend.get(e.user_id, 0) + (e.cost_usd or 0)
     top = sorted(spend.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
     assert [r[0] for r in rows] == [u for u, _ in top]
     assert [r[2] for r in rows] == pytest.approx([c for _, c in top], rel=1e-9)
@@ -172,9 +191,9 @@ def test_top_users_and_variant_deltas(gclient, seeded):
     cols, rows = run(gclient, render(_panel(db, "aipulse-rollout", "Variants against control").sql, START, END, 60,
                                      variables({})))
     by = {r[0]: dict(zip(cols, r)) for r in rows}
-    assert by["control"]["p95_ms_delta"] == 0
+    assert by["control"]["latency_p95_ms_delta"] == 0
     # the candidate was seeded twice as slow: its delta is P95(candidate) - P95(control), each within 1%
     p95 = {v: exact_quantile([e.latency_ms for e in selected(events, {}) if e.variant == v], 0.95) for v in by}
-    assert abs(by["candidate"]["p95_ms_delta"] - (p95["candidate"] - p95["control"])) <= 0.01 * (
+    assert abs(by["candidate"]["latency_p95_ms_delta"] - (p95["candidate"] - p95["control"])) <= 0.01 * (
         p95["candidate"] + p95["control"])
-    assert by["candidate"]["p95_ms_delta"] > 0.8 * p95["control"]
+    assert by["candidate"]["latency_p95_ms_delta"] > 0.8 * p95["control"]

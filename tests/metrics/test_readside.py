@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import os
 import time
 from datetime import datetime, timedelta, timezone
@@ -102,6 +103,12 @@ def test_table_output_and_usage_errors(loaded, capsys):
     text = out.getvalue().splitlines()
     assert text[0].split()[:3] == ["model", "requests", "err%"] and len(text) == 2 + 4  # 3 models + orphans
     print("\n" + out.getvalue())
+    # unpriced calls (tokens, no cost) are shown beside the cost they are missing from
+    headers = re.split(r"\s{2,}", text[0].strip())
+    col = headers.index("unpriced")
+    want = {r["model"]: r["unpriced_requests"] for r in metrics_query(client, settings, ["model"], T0, T0 + 600)}
+    shown = {re.split(r"\s{2,}", ln.strip())[0]: int(re.split(r"\s{2,}", ln.strip())[col]) for ln in text[2:]}
+    assert sum(want.values()) > 0 and {m: v for m, v in shown.items() if m != "''"} == {m: v for m, v in want.items() if m}
     for bad in (["--group-by", "user"], ["--from", "yesterday"], ["--where", "model"], ["--from", "now", "--to", "-1h"]):
         assert metrics_cli.run(args.parse_args(bad), settings, client=client, out=io.StringIO()) == 2
     ns = args.parse_args(["--from", "-15m"])  # nothing was written in the last 15 minutes

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from aipulse_stream.transforms import sketch
-from aipulse_stream.transforms.sketch import (
+from aipulse_catalog import sketch
+from aipulse_catalog.sketch import (
     ALPHA, MIN_VALUE_MS, ZERO_KEY, LatencySketch, exact_quantile, key, quantile_from_buckets,
     rank_index, value,
 )

@@ -10,7 +10,7 @@ from harness import TOPIC, ClickHouseStore, MemoryStore, run_stream
 
 from aipulse_stream.config import Settings
 from aipulse_stream.readside.query import metrics_query, plan_segments
-from aipulse_stream.transforms.sketch import LatencySketch, quantile_from_buckets
+from aipulse_catalog.sketch import LatencySketch, quantile_from_buckets
 from aipulse_stream.transforms.windows import WindowAggregator, load_watermark
 
 from test_sketch import heavy_tailed

@@ -32,7 +32,7 @@ from aipulse.contract import Evaluation, Feedback, Interaction
 from aipulse_stream.config import Settings
 from aipulse_stream.readside.query import ALL_FIGURES, DIMENSIONS, QUANTILES, SUM_FIGURES, derive
 from aipulse_stream.transforms.join import ts_ms
-from aipulse_stream.transforms.sketch import ALPHA, MIN_VALUE_MS, exact_quantile
+from aipulse_catalog.sketch import ALPHA, MIN_VALUE_MS, exact_quantile
 
 QUANTILE_FIGURES = tuple(f"latency_{n}_ms" for n in QUANTILES) + ("ttft_p50_ms", "ttft_p95_ms")
 FEEDBACK = {"thumbs_up": "feedback_up", "thumbs_down": "feedback_down",
@@ -124,6 +124,7 @@ def exact_metrics(records: Iterable, settings: Settings, group_by: Sequence[str]
             s["output_tokens"] += ev.output_tokens
             if ev.cost_usd is None:
                 s["cost_missing"] += 1
+                s["unpriced_requests"] += (ev.input_tokens + ev.output_tokens) > 0
             else:
                 s["cost_usd"] += ev.cost_usd
             s["latency_sum_ms"] += ev.latency_ms

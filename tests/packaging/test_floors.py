@@ -3,7 +3,10 @@
 Every ``import`` and ``from ... import`` counts, at module level or inside a function (an import
 hidden in a function hides a cycle, it does not remove it). Floors, lowest first::
 
-    collectors (aipulse) < stream < alerts < dashboards < services < cli (the composition root)
+    collectors (aipulse) < catalog < stream < alerts < dashboards < services < cli (the composition root)
+
+The catalog (aipulse_catalog: window columns, figures, the sketch) imports only the standard
+library and the SDK's contract floor (test_the_catalog_imports_only_the_stdlib_and_the_sdk).
 
 Known upward imports that other work removes are listed in ``KNOWN_UPWARD`` with the reason;
 the test fails on any other, and on a listed one that is gone (so the list only shrinks).
@@ -18,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # folder -> its top-level import package, lowest floor first.
 FLOORS = {
     "collectors": "aipulse",
+    "catalog": "aipulse_catalog",
     "stream": "aipulse_stream",
     "alerts": "aipulse_alerts",
     "dashboards": "aipulse_grafana",
@@ -96,3 +100,12 @@ def _reachable(graph, start) -> set[str]:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
+
+
+def test_the_catalog_imports_only_the_stdlib_and_the_sdk():
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"aipulse", "aipulse_catalog"}
+    for path in sorted((ROOT / "catalog" / "aipulse_catalog").rglob("*.py")):
+        extra = imports_of(path) - allowed
+        assert not extra, f"{path.relative_to(ROOT)} imports {sorted(extra)}: the catalog is stdlib only"

@@ -35,6 +35,7 @@ TABLE_COLUMNS = (
     ("p95 ms", "latency_p95_ms", "{:.1f}"),
     ("p99 ms", "latency_p99_ms", "{:.1f}"),
     ("cost $", "cost_usd", "{:.2f}"),
+    ("unpriced", "unpriced_requests", "{:d}"),  # calls with tokens but no price: cost $ misses them
     ("tok in", "input_tokens", "{:d}"),
     ("tok out", "output_tokens", "{:d}"),
     ("sat% (up/down)", "satisfaction", "sat"),

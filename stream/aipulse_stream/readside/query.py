@@ -22,43 +22,27 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping, Sequence
 
+from aipulse_catalog.columns import KEY_COLUMNS, SUM_COLUMNS
+from aipulse_catalog.figures import FIGURES as CATALOG
+from aipulse_catalog.figures import QUANTILES  # noqa: F401  (re-exported: readers name quantiles from it)
+
 from ..config import Settings
 
-DIMENSIONS = ("service", "feature", "model", "variant")
-QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+DIMENSIONS = KEY_COLUMNS
 SECOND = timedelta(seconds=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 ROLLUP_MIN_GRAINS = 1  # read a rollup only for at least this many whole grains
 
-# Summed columns, returned under their own names.
-SUM_FIGURES = (
-    "requests", "errors", "timeouts", "fallbacks", "escalations", "refused",
-    "rejected_input", "rejected_output", "low_confidence", "cached",
-    "input_tokens", "output_tokens", "cost_usd", "cost_missing",
-    "latency_sum_ms", "ttft_count", "ttft_sum_ms",
-    "shadow_requests", "shadow_pairs", "shadow_disagreements",
-    "feedback_up", "feedback_down", "task_completed", "task_failed", "corrections",
-    "escalations_resolved", "evaluated", "correct", "eval_scored", "eval_score_sum",
-    "late", "orphaned",
-)
-# rate name -> (numerator, denominator); None when the denominator is 0.
-RATES = {
-    "error_rate": ("errors", "requests"),
-    "fallback_rate": ("fallbacks", "requests"),
-    "escalation_rate": ("escalations", "requests"),
-    "low_confidence_rate": ("low_confidence", "requests"),
-    "latency_mean_ms": ("latency_sum_ms", "requests"),
-    "accuracy": ("correct", "evaluated"),
-    "eval_score_mean": ("eval_score_sum", "eval_scored"),
-    "shadow_disagreement_rate": ("shadow_disagreements", "shadow_pairs"),
-    "correction_rate": ("corrections", "requests"),
-}
-# Every figure of a result row, in the order the CLI prints them (stable names: --json).
+# Summed columns, returned under their own names (the catalog's plain-sum columns).
+SUM_FIGURES = SUM_COLUMNS
+# Every figure of a result row, in the order the CLI prints them (stable names: --json). Each
+# derived one (ratios, quantiles) is computed as the catalog (aipulse_catalog.figures) says.
 FIGURES = (
     "requests", "errors", "error_rate", "fallbacks", "fallback_rate", "escalations",
     "escalation_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms",
-    "ttft_p50_ms", "ttft_p95_ms", "cost_usd", "cost_missing", "input_tokens", "output_tokens",
+    "ttft_p50_ms", "ttft_p95_ms", "cost_usd", "cost_missing", "unpriced_requests", "unpriced_rate",
+    "input_tokens", "output_tokens",
     "users", "feedback_up", "feedback_down", "satisfaction", "task_completed", "task_failed",
     "task_completion_rate", "corrections", "correction_rate", "escalations_resolved",
     "evaluated", "correct", "accuracy", "eval_scored", "eval_score_mean", "shadow_pairs",
@@ -66,9 +50,17 @@ FIGURES = (
     "rejected_input", "rejected_output", "low_confidence", "low_confidence_rate", "cached",
     "shadow_requests", "late", "orphaned",
 )
+# The catalog's ratios and quantiles among them: computed from the sums (ratios, in derive())
+# or in SQL from the merged sketch (quantiles).
+RATIOS = tuple(f for f in FIGURES if f in CATALOG and CATALOG[f].kind == "ratio")
+QUANTILE_FIGURES = tuple(f for f in FIGURES if f in CATALOG and CATALOG[f].kind == "quantile")
 
-# Everything a result row carries: FIGURES, then the remaining raw sums (for own rates).
-ALL_FIGURES = FIGURES + tuple(f for f in SUM_FIGURES if f not in FIGURES)
+# Everything a result row carries: FIGURES, then the remaining raw sums (for own rates), then
+# the catalog's other ratios (a ratio added to the catalog appears here without an edit).
+_MORE_RATIOS = tuple(f.name for f in CATALOG.values() if f.kind == "ratio" and not f.complement
+                     and f.name not in FIGURES and f.name != "error_budget_burn")  # burn needs a rule's SLO
+RATIOS += _MORE_RATIOS
+ALL_FIGURES = FIGURES + tuple(f for f in SUM_FIGURES if f not in FIGURES) + _MORE_RATIOS
 
 
 class QueryError(ValueError):
@@ -135,7 +127,7 @@ def _check_dims(dims: Iterable[str], what: str) -> list[str]:
 
 
 _ROW_COLUMNS = ", ".join(
-    ("service", "feature", "model", "variant") + SUM_FIGURES
+    DIMENSIONS + SUM_FIGURES
     + ("latency_buckets", "ttft_buckets", "users")
 )
 
@@ -169,10 +161,7 @@ def metrics_sql(settings: Settings, group_by: Sequence[str], start, end,
     if not parts:  # an empty range: a query that returns nothing, same columns
         parts.append(f"SELECT {_ROW_COLUMNS} FROM {settings.database}.metrics_window WHERE 0")
     sums = ",\n  ".join(f"sum({c}) AS {c}" for c in SUM_FIGURES)
-    quantiles = ",\n  ".join(
-        [f"aipulse_quantile({q}, sumMap(latency_buckets)) AS latency_{n}_ms" for n, q in QUANTILES.items()]
-        + [f"aipulse_quantile({q}, sumMap(ttft_buckets)) AS ttft_{n}_ms" for n, q in QUANTILES.items() if n != "p99"]
-    )
+    quantiles = ",\n  ".join(f"{CATALOG[f].sql()} AS {f}" for f in QUANTILE_FIGURES)
     dims = ", ".join(group_by)
     union = "\n  UNION ALL\n  ".join(parts)
     sql = (
@@ -185,22 +174,16 @@ def metrics_sql(settings: Settings, group_by: Sequence[str], start, end,
     return sql, params
 
 
-def _ratio(num, den):
-    return None if not den else num / den
-
-
 def derive(row: dict) -> dict:
-    """Rates from the sums (None when the denominator is 0); NaN quantiles become None."""
+    """Ratios from the sums, as the catalog defines them (None when the denominator is 0);
+    NaN quantiles become None."""
     out = dict(row)
-    for name, (num, den) in RATES.items():
-        out[name] = _ratio(row[num], row[den])
-    up, down = row["feedback_up"], row["feedback_down"]
-    out["satisfaction"] = _ratio(up, up + down)
-    done, failed = row["task_completed"], row["task_failed"]
-    out["task_completion_rate"] = _ratio(done, done + failed)
-    for k, v in row.items():
-        if k.endswith("_ms") and k.startswith(("latency_p", "ttft_p")) and (v is None or math.isnan(v)):
-            out[k] = None
+    for name in RATIOS:
+        out[name] = CATALOG[name].value(row)
+    for name in QUANTILE_FIGURES:
+        v = row.get(name)
+        if v is None or math.isnan(v):
+            out[name] = None
     return out
 
 

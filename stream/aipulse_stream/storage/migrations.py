@@ -139,6 +139,7 @@ _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)(\s)")
 _CREATE_MV = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+) TO (\w+)\.(\w+) AS")
 _CREATE_FN = re.compile(r"^CREATE FUNCTION IF NOT EXISTS (\w+) AS")
 _ALTER = re.compile(r"^ALTER TABLE (\w+)\.(\w+) ")
+_DROP_VIEW = re.compile(r"^DROP VIEW IF EXISTS (\w+)\.(\w+)$")
 _ENGINE = re.compile(r"\bENGINE = (ReplacingMergeTree|MergeTree|SummingMergeTree|AggregatingMergeTree)(?:\(([^()]*)\))?")
 _ORDER_BY = re.compile(r"\bORDER BY (\([^()]*\)|\w+)")
 _PARTITION_BY = re.compile(r"\bPARTITION BY ([^\n]+)")
@@ -205,6 +206,8 @@ def cluster_statements(statements: list[str] | tuple[str, ...], cluster: str,
                        f"TO {local(m.group(3), m.group(4))} AS{select}")
         elif m := _CREATE_FN.match(stmt):
             out.append(f"CREATE FUNCTION IF NOT EXISTS {m.group(1)} ON CLUSTER {cluster} AS{stmt[m.end():]}")
+        elif _DROP_VIEW.match(stmt):  # a view re-created with new columns (migration 007)
+            out.append(f"{stmt} ON CLUSTER {cluster}")
         elif m := _ALTER.match(stmt):
             db, name = m.group(1), m.group(2)
             rest = stmt[m.end():]

@@ -41,14 +41,14 @@ and key (it is still stored raw by the worker). All times are integer millisecon
 from __future__ import annotations
 
 import hashlib
-import math
 from datetime import datetime, timezone
 
 from aipulse.contract import Evaluation, Feedback, Interaction
+from aipulse_catalog.columns import COUNT_COLUMNS, FLOAT_COLUMNS, KEY_COLUMNS
+from aipulse_catalog.sketch import record
 
 from ..config import Settings
 from .join import JoinedKey, ts_ms
-from .sketch import _INV_LOG_GAMMA, MIN_VALUE_MS, ZERO_KEY
 
 ERROR_OUTCOMES = frozenset({"error", "timeout"})
 FEEDBACK_COLUMNS = {
@@ -61,17 +61,9 @@ FEEDBACK_COLUMNS = {
 }
 SHADOW_SOURCE = "shadow"
 
-# Integer counters of a window row, in table order (migration 002). Each is a plain sum.
-COUNT_COLUMNS = (
-    "requests", "errors", "timeouts", "fallbacks", "escalations", "refused",
-    "rejected_input", "rejected_output", "low_confidence", "cached",
-    "input_tokens", "output_tokens", "cost_missing", "ttft_count",
-    "shadow_requests", "shadow_pairs", "shadow_disagreements",
-    "feedback_up", "feedback_down", "task_completed", "task_failed", "corrections",
-    "escalations_resolved", "evaluated", "correct", "eval_scored", "late", "orphaned",
-)
-FLOAT_COLUMNS = ("cost_usd", "latency_sum_ms", "ttft_sum_ms", "eval_score_sum")
-KEY_COLUMNS = ("service", "feature", "model", "variant")
+# The row's integer counters and float sums (each a plain sum) come from the catalog
+# (aipulse_catalog.columns, in table order); this module only decides what each one counts.
+__all__ = ["COUNT_COLUMNS", "FLOAT_COLUMNS", "KEY_COLUMNS", "WindowAggregator", "block_of", "load_watermark"]
 _UTC = timezone.utc
 
 
@@ -273,18 +265,18 @@ class WindowAggregator:
         row.output_tokens += ev.output_tokens
         if ev.cost_usd is None:
             row.cost_missing += 1
+            if ev.input_tokens or ev.output_tokens:  # tokens but no price: under-reported cost
+                row.unpriced_requests += 1
         else:
             row.cost_usd += ev.cost_usd
         x = ev.latency_ms
         row.latency_sum_ms += x
-        k = ZERO_KEY if x < MIN_VALUE_MS else math.ceil(math.log(x) * _INV_LOG_GAMMA)
-        row.latency[k] = row.latency.get(k, 0) + 1
+        record(row.latency, x)
         x = ev.ttft_ms
         if x is not None:
             row.ttft_count += 1
             row.ttft_sum_ms += x
-            k = ZERO_KEY if x < MIN_VALUE_MS else math.ceil(math.log(x) * _INV_LOG_GAMMA)
-            row.ttft[k] = row.ttft.get(k, 0) + 1
+            record(row.ttft, x)
         if ev.user_id:
             row.users.add(user_hash(ev.user_id))
         if ev.rollout_stage is not None and (row.rollout_stage is None or ev.rollout_stage > row.rollout_stage):

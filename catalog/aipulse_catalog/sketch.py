@@ -39,9 +39,13 @@ holds a few dozen to a few hundred. They are stored in ClickHouse as ``Map(Int32
 Why our own ~100 lines rather than the ``ddsketch`` package: the windows need the raw
 ``{key: count}`` dict to write to ClickHouse and to merge with ``sumMap``; a plain dict and
 ``math.log`` are faster per value than ``DDSketch.add`` (~440 ns vs ~640 ns here, printed by
-tests/metrics/test_sketch.py::test_speed_against_ddsketch; the window code inlines the
-mapping, cheaper still), and the mapping must match the
+tests/metrics/test_sketch.py::test_speed_against_ddsketch), and the mapping must match the
 SQL function bit for bit, which is easiest when both are written down in one place.
+
+This module is THE sketch: the window aggregator adds values with :func:`record`, the alert
+evaluator merges with :func:`merge_buckets` and reads with :func:`quantile_from_buckets`, the
+SQL functions of migration 002 follow :func:`value` and :func:`rank_index`, and the tests hold
+this code to the guarantee. Nothing else re-inlines the formula.
 """
 from __future__ import annotations
 
@@ -62,6 +66,12 @@ def key(x: float) -> int:
     if x < MIN_VALUE_MS:  # also catches 0; negative values never pass the contract
         return ZERO_KEY
     return math.ceil(math.log(x) * _INV_LOG_GAMMA)
+
+
+def record(buckets: dict[int, int], x: float) -> None:
+    """Count one value (ms) into a ``{key: count}`` map: the aggregator's per-event call."""
+    k = ZERO_KEY if x < MIN_VALUE_MS else math.ceil(math.log(x) * _INV_LOG_GAMMA)
+    buckets[k] = buckets.get(k, 0) + 1
 
 
 def value(k: int) -> float:
@@ -116,10 +126,7 @@ class LatencySketch:
         self.count = sum(self.buckets.values())
 
     def add(self, x: float) -> None:
-        # Inlined key(): this runs once per event and per latency figure.
-        k = ZERO_KEY if x < MIN_VALUE_MS else math.ceil(math.log(x) * _INV_LOG_GAMMA)
-        b = self.buckets
-        b[k] = b.get(k, 0) + 1
+        record(self.buckets, x)
         self.count += 1
 
     def add_many(self, xs: Iterable[float]) -> None:
