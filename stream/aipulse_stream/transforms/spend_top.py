@@ -1,0 +1,146 @@
+"""Top spenders per window and feature: a mergeable heavy-hitter summary of cost by user.
+
+Per-user cost is where one bad user or a leaked key burns the budget, and user ids are far
+too many to keep a row each. So each contribution row (one window, service and feature, from
+ONE offset block of ONE partition: the identity and replace-on-replay discipline of the window
+rows, transforms/windows.py) keeps its K biggest spenders exactly and the rest as "other"::
+
+    top = SpendTop(k=20)                     # WindowAggregator owns one (windows.py)
+    top.add(partition, block, key, event)     # a counted, non-late, non-shadow interaction
+    rows = top.drain_rows(topic, window_s)    # with the aggregator's drain: -> spend_top_window
+
+A row: ``top_users`` / ``top_usd`` / ``top_requests`` (parallel arrays, biggest first, ties by
+user id), ``other_usd`` and ``other_users`` (identified users not kept), ``other_max_usd``
+(the largest spend of a user not kept; 0 when none was dropped), ``anonymous_usd`` (spend
+with an empty user id) and ``total_usd`` = all of it (equal to the window row's ``cost_usd``
+for the same window, service, feature, partition and block). Only priced spend counts
+(``cost_usd`` given); the requests counted are those priced interactions.
+
+Guarantees (K = ``k``; proofs in docs/metrics.md, held by tests/metrics/test_spend_top.py):
+
+1. One row: a user whose share of the row's identified spend is more than 1/(K+1) (in
+   particular, 1/K or more) is kept, exactly. A user not kept spent ``<= other_max_usd``,
+   and ``other_max_usd <= (identified spend) / (K+1)``.
+2. Any merge (a sum over any set S of rows: windows, features, partitions, blocks), with
+   N = the identified spend of S, s = a user's true spend in S, ŝ = the sum of its kept
+   entries and e = the sum of ``other_max_usd`` over the rows of S that did not keep it:
+   ``ŝ <= s <= ŝ + e`` and ``e <= N / (K+1)``. So ŝ is exact when e = 0 (the reader gets e
+   per user), and every user with s > N/(K+1) appears in the merged top with ŝ > 0.
+   (Not "exact above a share": a user with half the hour's spend, tiny in one partition's
+   block where K others spent more, is short by at most that row's ``other_max_usd``.)
+
+Every row is a pure function of its block's events, so a replay rebuilds it identically and
+``ReplacingMergeTree(version)`` keeps one; readers use FINAL and sum.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+DEFAULT_TOP_K = 20
+_UTC = timezone.utc
+
+
+class _Spend:
+    """One contribution: user -> [usd, requests], plus anonymous spend and the newest offset."""
+
+    __slots__ = ("users", "anonymous_usd", "total_usd", "version")
+
+    def __init__(self):
+        self.users: dict[str, list] = {}
+        self.anonymous_usd = 0.0
+        self.total_usd = 0.0  # summed in event order, like the window row's cost_usd
+        self.version = -1
+
+
+def summarize(users: dict[str, list], k: int) -> tuple[list[str], list[float], list[int], float, int, float]:
+    """Keep the ``k`` biggest of ``{user: [usd, requests]}``: (users, usd, requests, other_usd,
+    other_users, other_max_usd), biggest first, ties by user id (deterministic on replay)::
+
+        >>> summarize({"a": [5.0, 1], "b": [1.0, 2], "c": [2.0, 1]}, 2)
+        (['a', 'c'], [5.0, 2.0], [1, 1], 1.0, 1, 1.0)
+    """
+    if len(users) <= k:
+        ranked = sorted(users.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [u for u, _ in ranked], [v[0] for _, v in ranked], [v[1] for _, v in ranked], 0.0, 0, 0.0
+    ranked = sorted(users.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    kept, rest = ranked[:k], ranked[k:]
+    return ([u for u, _ in kept], [v[0] for _, v in kept], [v[1] for _, v in kept],
+            sum(v[0] for _, v in rest), len(rest), rest[0][1][0])
+
+
+class SpendTop:
+    """Per partition: the open block's contributions, and blocks closed since the last drain.
+
+    Driven by the window aggregator, which decides what counts (dedup, lateness, shadow) and
+    calls :meth:`add`, :meth:`reset` and :meth:`drain_rows` alongside its own rows.
+    """
+
+    def __init__(self, k: int = DEFAULT_TOP_K):
+        if k < 1:
+            raise ValueError(f"spend top k must be >= 1 (got {k})")
+        self.k = k
+        self._open: dict[int, tuple[int, dict[tuple, _Spend]]] = {}   # partition -> (block, rows)
+        self._dirty: set[int] = set()
+        self._closed: list[tuple[int, int, dict[tuple, _Spend]]] = []  # (partition, block, rows)
+
+    def reset(self, partition: int) -> None:
+        """Drop a partition's state (restart at a block start, or revoked)."""
+        self._open.pop(partition, None)
+        self._dirty.discard(partition)
+        self._closed = [c for c in self._closed if c[0] != partition]
+
+    def add(self, partition: int, block: int, offset: int, key: tuple, event) -> None:
+        """Count one interaction the aggregator counted under ``key`` = (window_ms, service,
+        feature, model, variant); unpriced or shadow interactions are ignored."""
+        usd = event.cost_usd
+        if usd is None or event.shadow:
+            return
+        cur = self._open.get(partition)
+        if cur is None or cur[0] != block:
+            if cur is not None and partition in self._dirty:
+                self._closed.append((partition, cur[0], cur[1]))
+            cur = self._open[partition] = (block, {})
+        self._dirty.add(partition)
+        rkey = key[:3]
+        row = cur[1].get(rkey)
+        if row is None:
+            row = cur[1][rkey] = _Spend()
+        row.version = offset
+        row.total_usd += usd
+        user = event.user_id
+        if user:
+            entry = row.users.get(user)
+            if entry is None:
+                row.users[user] = [usd, 1]
+            else:
+                entry[0] += usd
+                entry[1] += 1
+        else:
+            row.anonymous_usd += usd
+
+    def drain_rows(self, topic: str, window_s: int) -> list[dict]:
+        """Full state of every contribution of every block touched since the last drain
+        (columns of ``spend_top_window``, migration 006)."""
+        out = []
+        for partition, block, rows in self._closed:
+            out.extend(self._rows(topic, window_s, partition, block, rows))
+        self._closed = []
+        for partition in sorted(self._dirty):
+            block, rows = self._open[partition]
+            out.extend(self._rows(topic, window_s, partition, block, rows))
+        self._dirty.clear()
+        return out
+
+    def _rows(self, topic, window_s, partition, block, rows):
+        for (window, service, feature), r in rows.items():
+            users, usd, reqs, other, other_n, other_max = summarize(r.users, self.k)
+            yield {
+                "service": service, "feature": feature,
+                "window_start": datetime.fromtimestamp(window // 1000, _UTC),
+                "topic": topic, "partition": partition, "block": block, "version": r.version,
+                "window_s": window_s, "top_k": self.k,
+                "top_users": users, "top_usd": usd, "top_requests": reqs,
+                "other_usd": other, "other_users": other_n, "other_max_usd": other_max,
+                "anonymous_usd": r.anonymous_usd,
+                "total_usd": r.total_usd,
+            }
