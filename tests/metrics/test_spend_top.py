@@ -19,7 +19,7 @@ from aipulse.contract import Feedback, Interaction
 from aipulse_stream.config import Settings
 from aipulse_stream.readside.spend_top import spend_sql, top_spenders, user_spend
 from aipulse_stream.transforms.join import ts_ms
-from aipulse_stream.transforms.spend_top import SpendTop, summarize
+from aipulse_stream.transforms.spend_top import SpendTop, summarize, user_crc
 from aipulse_stream.transforms.windows import WindowAggregator
 
 TOPIC = "aipulse.events"
@@ -71,20 +71,21 @@ def exact_spend(triples, keep=lambda ev: True) -> dict[str, float]:
 def merge(rows) -> tuple[dict[str, tuple[float, float]], float]:
     """The reference merge: user -> (ŝ, e), and N (identified spend)."""
     kept: dict[str, float] = defaultdict(float)
-    seen_max: dict[str, float] = defaultdict(float)
-    all_max = sum(r["other_max_usd"] for r in rows)
+    cut_max: dict[int, float] = defaultdict(float)
     n = sum(sum(r["top_usd"]) + r["other_usd"] for r in rows)
     for r in rows:
         for u, c in zip(r["top_users"], r["top_usd"]):
             kept[u] += c
-            seen_max[u] += r["other_max_usd"]
-    return {u: (kept[u], all_max - seen_max[u]) for u in kept}, n
+        for h in r["other_hashes"]:
+            cut_max[h] += r["other_max_usd"]
+    return {u: (kept[u], cut_max.get(user_crc(u), 0.0)) for u in kept}, n
 
 
 def test_summarize_keeps_the_biggest_exactly_and_breaks_ties_by_id():
     users = {"b": [2.0, 1], "a": [2.0, 3], "c": [5.0, 1], "d": [0.5, 1], "e": [1.0, 2]}
-    assert summarize(users, 3) == (["c", "a", "b"], [5.0, 2.0, 2.0], [1, 3, 1], 1.5, 2, 1.0)
-    assert summarize(users, 9) == (["c", "a", "b", "e", "d"], [5.0, 2.0, 2.0, 1.0, 0.5], [1, 3, 1, 2, 1], 0.0, 0, 0.0)
+    assert summarize(users, 3) == (["c", "a", "b"], [5.0, 2.0, 2.0], [1, 3, 1], 1.5, 2, 1.0,
+                                   sorted([user_crc("e"), user_crc("d")]))
+    assert summarize(users, 9) == (["c", "a", "b", "e", "d"], [5.0, 2.0, 2.0, 1.0, 0.5], [1, 3, 1, 2, 1], 0.0, 0, 0.0, [])
     with pytest.raises(ValueError, match="spend top k must be >= 1"):
         SpendTop(0)
 
@@ -137,6 +138,11 @@ def test_guarantee_holds_against_exact_sums_for_every_merge(k):
                     assert abs(s_hat - s) < TOL
             else:
                 assert s <= n / (k + 1) + TOL, (name, u, s)
+    # e = 0 exactly for the users no row cut (no CRC32 collision among this stream's users)
+    cut_somewhere = {u for r in rows for u, s in by_row[tuple(r[c] for c in IDENTITY)].items()
+                     if u not in r["top_users"]}
+    merged, _n = merge(rows)
+    assert {u for u, (_s, e) in merged.items() if e == 0} == set(merged) - cut_somewhere
     # the heavy user tops the merge; with K >= 10 it is kept in every row it spent in: exact
     merged, n = merge(rows)
     truth = exact_spend(triples)
@@ -155,7 +161,8 @@ def test_a_big_user_cut_in_one_row_is_short_by_at_most_that_row_bound():
     rows = aggregate(triples, Settings(spend_top_k=k))
     merged, n = merge(rows)
     s_hat, e = merged["big"]
-    assert s_hat == 10.0 and e == 1.0 and s_hat <= 10.5 <= s_hat + e  # share 10.5/12.5 = 84 %, not exact
+    # share 10.5/12.5 = 84 %, yet not exact: short by 0.5, the bound of the one row that cut it
+    assert s_hat == 10.0 and e == 0.5 and s_hat <= 10.5 <= s_hat + e
     assert e <= n / (k + 1)
 
 
@@ -251,22 +258,21 @@ def test_per_event_cost_of_the_hook_is_small():
     triples = [(p, o, ev) for p, o, ev in stream(n=20_000, seed=1)]
     settings = Settings()
 
-    def run(with_spend: bool) -> float:
-        best = float("inf")
-        for _ in range(3):
-            agg = WindowAggregator(settings, TOPIC)
-            if not with_spend:
-                agg.spend.add = lambda *a: None
-            t = time.perf_counter()
-            for p, o, ev in triples:
-                agg.add(p, o, ev, None)
-            agg.drain_rows()
-            agg.spend.drain_rows(TOPIC, 10)
-            best = min(best, time.perf_counter() - t)
-        return best
+    def once(with_spend: bool) -> float:
+        agg = WindowAggregator(settings, TOPIC)
+        if not with_spend:
+            agg.spend.add = lambda *a: None
+        t = time.perf_counter()
+        for p, o, ev in triples:
+            agg.add(p, o, ev, None)
+        agg.drain_rows()
+        agg.spend.drain_rows(TOPIC, 10)
+        return time.perf_counter() - t
 
-    base, with_spend = run(False), run(True)
+    # interleaved, best of 7 each: the machine is shared, the minimum is the cost
+    runs = [(once(False), once(True)) for _ in range(7)]
+    base, with_spend = min(r[0] for r in runs), min(r[1] for r in runs)
     added_us = (with_spend - base) / len(triples) * 1e6
     print(f"\nspend_top: {added_us:.2f} us/event added (aggregator {base / len(triples) * 1e6:.2f} -> "
-          f"{with_spend / len(triples) * 1e6:.2f} us/event, {len(triples)} events, best of 3)")
-    assert added_us < 5
+          f"{with_spend / len(triples) * 1e6:.2f} us/event, {len(triples)} events, best of 7)")
+    assert with_spend < 1.6 * base, "the spend hook should cost well under the aggregator's own work"

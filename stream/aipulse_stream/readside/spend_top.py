@@ -13,8 +13,9 @@ by spend" panel, the Grafana per-user spend rule and the alert evaluator::
 
 Per row: ``cost_usd`` is the sum of the user's kept entries, a lower bound of its true spend
 that is exact when ``max_missing_usd`` is 0; the true spend is at most ``cost_usd +
-max_missing_usd`` (the sum of ``other_max_usd`` over the rows that did not keep the user),
-and ``max_missing_usd <= N / (K+1)`` for N the identified spend of the group
+max_missing_usd`` (the sum of ``other_max_usd`` over the rows that cut the user),
+and ``max_missing_usd <= N / (K+1)`` for N the identified spend of the group; 0 when no row
+cut the user (its CRC32 is in no row's ``other_hashes``)
 (transforms/spend_top.py states and docs/metrics.md proves the guarantee). ``share`` is
 ``cost_usd`` over ``spend_usd``, the group's whole priced spend (anonymous included).
 """
@@ -40,29 +41,36 @@ def spend_sql(db: str, where: str, by=(), limit: int | None = None, min_requests
         raise ValueError(f"top spenders are kept per {' and '.join(DIMENSIONS)} only, not {', '.join(bad)}")
     lead = "".join(f"{d}, " for d in dims)
     group = f"\n    GROUP BY {', '.join(dims)}" if dims else ""
-    join = f"INNER JOIN totals USING ({', '.join(dims)})" if dims else "CROSS JOIN totals"
-    # A user's error bound is the other_max_usd of the rows that cut some users and did not keep
-    # it: all rows' sum minus its own rows' sum; equal counts of such rows make it exactly 0
-    # (a float difference would leave noise).
+    on = "".join(f"users.{d} = cut.{d} AND " for d in dims)
+    using = f" USING ({', '.join(dims)})" if dims else ""
+    src = f"{db}.spend_top_window FINAL"
+    # A user's error bound: the other_max_usd of every row that cut it (its CRC32 is in the row's
+    # other_hashes); a user never cut has none (LEFT JOIN default 0), so its sum is exact.
     return (
-        f"SELECT {lead}user_id, cost_usd, requests,\n"
-        "       if(all_cut = seen_cut, 0., greatest(0., all_max - seen_max)) AS max_missing_usd,\n"
-        "       max_missing_usd = 0 AS exact, cost_usd / nullIf(spend_usd, 0) AS share, spend_usd\n"
+        f"SELECT {lead}user_id, cost_usd, requests, max_missing_usd, max_missing_usd = 0 AS exact,\n"
+        "       cost_usd / nullIf(spend_usd, 0) AS share, spend_usd\n"
         "FROM (\n"
-        f"    SELECT {lead}u AS user_id, sum(c) AS cost_usd, sum(r) AS requests,\n"
-        "           sum(other_max_usd) AS seen_max, countIf(other_users > 0) AS seen_cut\n"
-        f"    FROM {db}.spend_top_window FINAL\n"
-        "    ARRAY JOIN top_users AS u, top_usd AS c, top_requests AS r\n"
-        f"    WHERE {where}\n"
-        f"    GROUP BY {lead}u" + (f"\n    HAVING requests >= {int(min_requests)}" if min_requests else "") + "\n"
-        ") AS users\n"
-        f"{join}\n"
-        "(\n"
-        f"    SELECT {lead}sum(other_max_usd) AS all_max, countIf(other_users > 0) AS all_cut,\n"
-        "           sum(total_usd) AS spend_usd\n"
-        f"    FROM {db}.spend_top_window FINAL\n"
+        "    SELECT users.*, cut.cut_max AS max_missing_usd\n"
+        "    FROM (\n"
+        f"        SELECT {lead}u AS user_id, CRC32(u) AS h, sum(c) AS cost_usd, sum(r) AS requests\n"
+        f"        FROM {src}\n"
+        "        ARRAY JOIN top_users AS u, top_usd AS c, top_requests AS r\n"
+        f"        WHERE {where}\n"
+        f"        GROUP BY {lead}u" + (f"\n        HAVING requests >= {int(min_requests)}" if min_requests else "") + "\n"
+        "    ) AS users\n"
+        "    LEFT JOIN (\n"
+        f"        SELECT {lead}x AS h, sum(other_max_usd) AS cut_max\n"
+        f"        FROM {src}\n"
+        "        ARRAY JOIN other_hashes AS x\n"
+        f"        WHERE {where}\n"
+        f"        GROUP BY {lead}x\n"
+        f"    ) AS cut ON {on}users.h = cut.h\n"
+        ") AS merged\n"
+        f"{'INNER' if dims else 'CROSS'} JOIN (\n"
+        f"    SELECT {lead}sum(total_usd) AS spend_usd\n"
+        f"    FROM {src}\n"
         f"    WHERE {where}{group}\n"
-        ") AS totals\n"
+        f") AS totals{using}\n"
         f"ORDER BY cost_usd DESC, {lead}user_id" + (f"\nLIMIT {int(limit)}" if limit else "")
     )
 

@@ -34,6 +34,7 @@ Every row is a pure function of its block's events, so a replay rebuilds it iden
 """
 from __future__ import annotations
 
+import zlib
 from datetime import datetime, timezone
 
 DEFAULT_TOP_K = 20
@@ -52,20 +53,36 @@ class _Spend:
         self.version = -1
 
 
-def summarize(users: dict[str, list], k: int) -> tuple[list[str], list[float], list[int], float, int, float]:
+class _Block:
+    """A partition's open offset block: its contributions, and whether they changed since the last drain."""
+
+    __slots__ = ("block", "rows", "dirty")
+
+    def __init__(self, block: int):
+        self.block = block
+        self.rows: dict[tuple, _Spend] = {}
+        self.dirty = False
+
+
+def user_crc(user_id: str) -> int:
+    """CRC-32 of a user id: ClickHouse's ``CRC32(user_id)`` gives the same number."""
+    return zlib.crc32(user_id.encode())
+
+
+def summarize(users: dict[str, list], k: int) -> tuple[list[str], list[float], list[int], float, int, float, list[int]]:
     """Keep the ``k`` biggest of ``{user: [usd, requests]}``: (users, usd, requests, other_usd,
-    other_users, other_max_usd), biggest first, ties by user id (deterministic on replay)::
+    other_users, other_max_usd, other_hashes), biggest first, ties by user id (deterministic
+    on replay); other_hashes = sorted distinct :func:`user_crc` of the users not kept::
 
         >>> summarize({"a": [5.0, 1], "b": [1.0, 2], "c": [2.0, 1]}, 2)
-        (['a', 'c'], [5.0, 2.0], [1, 1], 1.0, 1, 1.0)
+        (['a', 'c'], [5.0, 2.0], [1, 1], 1.0, 1, 1.0, [1908338681])
     """
-    if len(users) <= k:
-        ranked = sorted(users.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        return [u for u, _ in ranked], [v[0] for _, v in ranked], [v[1] for _, v in ranked], 0.0, 0, 0.0
     ranked = sorted(users.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    if len(ranked) <= k:
+        return [u for u, _ in ranked], [v[0] for _, v in ranked], [v[1] for _, v in ranked], 0.0, 0, 0.0, []
     kept, rest = ranked[:k], ranked[k:]
     return ([u for u, _ in kept], [v[0] for _, v in kept], [v[1] for _, v in kept],
-            sum(v[0] for _, v in rest), len(rest), rest[0][1][0])
+            sum(v[0] for _, v in rest), len(rest), rest[0][1][0], sorted({user_crc(u) for u, _ in rest}))
 
 
 class SpendTop:
@@ -79,14 +96,12 @@ class SpendTop:
         if k < 1:
             raise ValueError(f"spend top k must be >= 1 (got {k})")
         self.k = k
-        self._open: dict[int, tuple[int, dict[tuple, _Spend]]] = {}   # partition -> (block, rows)
-        self._dirty: set[int] = set()
+        self._open: dict[int, _Block] = {}                             # partition -> its open block
         self._closed: list[tuple[int, int, dict[tuple, _Spend]]] = []  # (partition, block, rows)
 
     def reset(self, partition: int) -> None:
         """Drop a partition's state (restart at a block start, or revoked)."""
         self._open.pop(partition, None)
-        self._dirty.discard(partition)
         self._closed = [c for c in self._closed if c[0] != partition]
 
     def add(self, partition: int, block: int, offset: int, key: tuple, event) -> None:
@@ -95,16 +110,16 @@ class SpendTop:
         usd = event.cost_usd
         if usd is None or event.shadow:
             return
-        cur = self._open.get(partition)
-        if cur is None or cur[0] != block:
-            if cur is not None and partition in self._dirty:
-                self._closed.append((partition, cur[0], cur[1]))
-            cur = self._open[partition] = (block, {})
-        self._dirty.add(partition)
+        part = self._open.get(partition)
+        if part is None or part.block != block:
+            if part is not None and part.dirty:
+                self._closed.append((partition, part.block, part.rows))
+            part = self._open[partition] = _Block(block)
+        part.dirty = True
         rkey = key[:3]
-        row = cur[1].get(rkey)
+        row = part.rows.get(rkey)
         if row is None:
-            row = cur[1][rkey] = _Spend()
+            row = part.rows[rkey] = _Spend()
         row.version = offset
         row.total_usd += usd
         user = event.user_id
@@ -125,15 +140,16 @@ class SpendTop:
         for partition, block, rows in self._closed:
             out.extend(self._rows(topic, window_s, partition, block, rows))
         self._closed = []
-        for partition in sorted(self._dirty):
-            block, rows = self._open[partition]
-            out.extend(self._rows(topic, window_s, partition, block, rows))
-        self._dirty.clear()
+        for partition in sorted(self._open):
+            part = self._open[partition]
+            if part.dirty:
+                out.extend(self._rows(topic, window_s, partition, part.block, part.rows))
+                part.dirty = False
         return out
 
     def _rows(self, topic, window_s, partition, block, rows):
         for (window, service, feature), r in rows.items():
-            users, usd, reqs, other, other_n, other_max = summarize(r.users, self.k)
+            users, usd, reqs, other, other_n, other_max, other_hashes = summarize(r.users, self.k)
             yield {
                 "service": service, "feature": feature,
                 "window_start": datetime.fromtimestamp(window // 1000, _UTC),
@@ -141,6 +157,7 @@ class SpendTop:
                 "window_s": window_s, "top_k": self.k,
                 "top_users": users, "top_usd": usd, "top_requests": reqs,
                 "other_usd": other, "other_users": other_n, "other_max_usd": other_max,
+                "other_hashes": other_hashes,
                 "anonymous_usd": r.anonymous_usd,
                 "total_usd": r.total_usd,
             }

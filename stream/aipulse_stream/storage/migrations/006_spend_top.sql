@@ -4,7 +4,9 @@
 -- One row = the contribution of ONE offset block of ONE Kafka partition to one window,
 -- service and feature: its top_k biggest spenders exactly (parallel arrays, biggest first),
 -- the other identified users as a remainder, and other_max_usd, the most any user not kept
--- spent (the per-row error bound of a merged per-user sum). The same identity and version
+-- spent, and other_hashes, the CRC32 of every user not kept: a merged per-user sum is short
+-- by at most the other_max_usd of the rows whose other_hashes hold the user's CRC32
+-- (0 when it was never cut: then it is exact). The same identity and version
 -- as metrics_window rows: a replay re-inserts a row with the same or a higher version and
 -- ReplacingMergeTree keeps one. Readers MUST use FINAL, then sum over partitions/blocks:
 --   SELECT u AS user_id, sum(c) AS cost_usd
@@ -27,6 +29,7 @@ CREATE TABLE IF NOT EXISTS {db}.spend_top_window
     other_usd Float64,
     other_users UInt64,
     other_max_usd Float64,
+    other_hashes Array(UInt32),
     anonymous_usd Float64,
     total_usd Float64,
     written_at DateTime64(3, 'UTC') DEFAULT now64(3)
