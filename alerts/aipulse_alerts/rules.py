@@ -155,7 +155,7 @@ METRICS: dict[Metric, MetricDef] = {
                                               unit="USD/month",
                                               description="cost over the window scaled to 30 days"),
     Metric.user_spend_usd: MetricDef(kind="sum", numerator=("cost_usd",), volume=("requests",), unit="USD",
-                                     description="one user's spend over the window (raw interactions)"),
+                                     description="one user's spend over the window (top spenders, spend_top_window)"),
     Metric.silence_s: MetricDef(kind="gauge", unit="s",
                                 description="seconds since the newest event of the group was seen"),
     Metric.pipeline_lag_s: MetricDef(kind="gauge", unit="s",
