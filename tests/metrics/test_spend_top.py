@@ -276,3 +276,30 @@ def test_per_event_cost_of_the_hook_is_small():
     print(f"\nspend_top: {added_us:.2f} us/event added (aggregator {base / len(triples) * 1e6:.2f} -> "
           f"{with_spend / len(triples) * 1e6:.2f} us/event, {len(triples)} events, best of 7)")
     assert with_spend < 1.6 * base, "the spend hook should cost well under the aggregator's own work"
+
+
+def test_cli_top_spenders_table_json_and_usage_errors(ch):
+    import argparse
+    import io
+    import json
+
+    from aipulse_stream.readside.metrics_cli import add_arguments, run
+
+    client, settings = ch
+    settings = settings.model_copy(update={"spend_top_k": 3})
+    rows = aggregate(stream(n=2000, seed=2), settings)
+    cols = list(rows[0])
+    client.insert(f"{settings.database}.spend_top_window", [[r[c] for c in cols] for r in rows], column_names=cols)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    span = ["--from", (T0 - timedelta(minutes=5)).isoformat(), "--to", (T0 + timedelta(hours=1)).isoformat()]
+    out = io.StringIO()
+    assert run(parser.parse_args(["--top-spenders", "--json", "--group-by", "feature", *span]), settings, client, out) == 0
+    got = json.loads(out.getvalue())
+    assert {r["feature"] for r in got} == {"chat", "search"} and len(got) == 20
+    assert all(isinstance(r["exact"], bool) for r in got) and not all(r["exact"] for r in got)
+    out = io.StringIO()
+    assert run(parser.parse_args(["--top-spenders", *span]), settings, client, out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith("whale") and "(exact)" in lines[1]
+    assert run(parser.parse_args(["--top-spenders", "--group-by", "model", *span]), settings, client, io.StringIO()) == 2

@@ -47,7 +47,7 @@ def spend_sql(db: str, where: str, by=(), limit: int | None = None, min_requests
     # A user's error bound: the other_max_usd of every row that cut it (its CRC32 is in the row's
     # other_hashes); a user never cut has none (LEFT JOIN default 0), so its sum is exact.
     return (
-        f"SELECT {lead}user_id, cost_usd, requests, max_missing_usd, max_missing_usd = 0 AS exact,\n"
+        f"SELECT {lead}user_id, cost_usd, requests, max_missing_usd, toBool(max_missing_usd = 0) AS exact,\n"
         "       cost_usd / nullIf(spend_usd, 0) AS share, spend_usd\n"
         "FROM (\n"
         "    SELECT users.*, cut.cut_max AS max_missing_usd\n"
@@ -110,7 +110,7 @@ def user_spend(client, settings: Settings, end: datetime, window_s: int, group_b
 
 
 def render_spenders(rows: list[dict], by=()) -> str:
-    """A plain table, one line per user (``~`` marks a figure short by at most max_missing_usd)."""
+    """A plain table, one line per user; the last column: how much the figure may be short by."""
     if not rows:
         return "(no priced spend by identified users in this range)"
     dims = list(by)
