@@ -254,7 +254,11 @@ def test_sql_merge_equals_the_reference_merge_and_the_exact_bounds(ch):
 
 
 def test_per_event_cost_of_the_hook_is_small():
-    """Micro-benchmark: µs per event the spend summary adds to WindowAggregator.add (printed)."""
+    """Micro-benchmark: µs per event the spend summary adds to the aggregation path, per-batch
+    drains included (printed; docs/metrics.md quotes it)::
+
+        pytest tests/metrics/test_spend_top.py -k per_event -s
+    """
     triples = [(p, o, ev) for p, o, ev in stream(n=20_000, seed=1)]
     settings = Settings()
 
@@ -262,12 +266,14 @@ def test_per_event_cost_of_the_hook_is_small():
         agg = WindowAggregator(settings, TOPIC)
         if not with_spend:
             agg.spend.add = lambda *a: None
-        t = time.perf_counter()
-        for p, o, ev in triples:
-            agg.add(p, o, ev, None)
-        agg.drain_rows()
-        agg.spend.drain_rows(TOPIC, 10)
-        return time.perf_counter() - t
+        t = time.process_time()  # CPU time: the machine is shared
+        for i in range(0, len(triples), 500):  # drained per batch of 500, as the worker does
+            for p, o, ev in triples[i:i + 500]:
+                agg.add(p, o, ev, None)
+            agg.drain_rows()
+            agg.drain_progress()
+            agg.spend.drain_rows(TOPIC, 10)
+        return time.process_time() - t
 
     # interleaved, best of 7 each: the machine is shared, the minimum is the cost
     runs = [(once(False), once(True)) for _ in range(7)]
@@ -275,7 +281,8 @@ def test_per_event_cost_of_the_hook_is_small():
     added_us = (with_spend - base) / len(triples) * 1e6
     print(f"\nspend_top: {added_us:.2f} us/event added (aggregator {base / len(triples) * 1e6:.2f} -> "
           f"{with_spend / len(triples) * 1e6:.2f} us/event, {len(triples)} events, best of 7)")
-    assert with_spend < 1.6 * base, "the spend hook should cost well under the aggregator's own work"
+    # a regression guard (a quadratic drain would blow it), loose enough for a loaded machine
+    assert added_us < max(5.0, base / len(triples) * 1e6), "the spend summary costs more than the aggregator itself"
 
 
 def test_cli_top_spenders_table_json_and_usage_errors(ch):

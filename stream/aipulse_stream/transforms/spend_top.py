@@ -44,13 +44,14 @@ _UTC = timezone.utc
 class _Spend:
     """One contribution: user -> [usd, requests], plus anonymous spend and the newest offset."""
 
-    __slots__ = ("users", "anonymous_usd", "total_usd", "version")
+    __slots__ = ("users", "anonymous_usd", "total_usd", "version", "dirty")
 
     def __init__(self):
         self.users: dict[str, list] = {}
         self.anonymous_usd = 0.0
         self.total_usd = 0.0  # summed in event order, like the window row's cost_usd
         self.version = -1
+        self.dirty = False  # changed since the last drain
 
 
 class _Block:
@@ -121,6 +122,7 @@ class SpendTop:
         if row is None:
             row = part.rows[rkey] = _Spend()
         row.version = offset
+        row.dirty = True
         row.total_usd += usd
         user = event.user_id
         if user:
@@ -134,8 +136,10 @@ class SpendTop:
             row.anonymous_usd += usd
 
     def drain_rows(self, topic: str, window_s: int) -> list[dict]:
-        """Full state of every contribution of every block touched since the last drain
-        (columns of ``spend_top_window``, migration 006)."""
+        """Full state of every contribution changed since the last drain (columns of
+        ``spend_top_window``, migration 006). Unlike ``metrics_window`` (whose rollup views need
+        every row of a touched block in each insert) no view reads this table, so an unchanged
+        row, already stored at its version, is not sent again."""
         out = []
         for partition, block, rows in self._closed:
             out.extend(self._rows(topic, window_s, partition, block, rows))
@@ -149,6 +153,9 @@ class SpendTop:
 
     def _rows(self, topic, window_s, partition, block, rows):
         for (window, service, feature), r in rows.items():
+            if not r.dirty:
+                continue
+            r.dirty = False
             users, usd, reqs, other, other_n, other_max, other_hashes = summarize(r.users, self.k)
             yield {
                 "service": service, "feature": feature,
