@@ -310,3 +310,24 @@ def test_cli_top_spenders_table_json_and_usage_errors(ch):
     lines = out.getvalue().splitlines()
     assert lines[1].startswith("whale") and "(exact)" in lines[1]
     assert run(parser.parse_args(["--top-spenders", "--group-by", "model", *span]), settings, client, io.StringIO()) == 2
+
+
+def test_the_documented_query_gives_the_read_side_answer(ch):
+    """docs/metrics.md's "Reading it" query, run as written (database and clock substituted)."""
+    import re
+    from pathlib import Path
+
+    client, settings = ch
+    settings = settings.model_copy(update={"spend_top_k": 4})
+    rows = aggregate(stream(n=3000, seed=6), settings)
+    cols = list(rows[0])
+    client.insert(f"{settings.database}.spend_top_window", [[r[c] for c in cols] for r in rows], column_names=cols)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    sql = re.search(r"### Reading it\n+```sql\n(.*?)```", doc, re.S).group(1).strip().rstrip(";")
+    end = T0 + timedelta(minutes=30)
+    sql = sql.replace("aipulse.", f"{settings.database}.").replace("now()", f"toDateTime({int(end.timestamp())}, 'UTC')")
+    got = client.query(sql).result_rows
+    want = top_spenders(client, settings, end - timedelta(hours=1), end, limit=20)
+    assert [(r[0], round(r[1], 9), r[2], round(r[3], 9)) for r in got] == [
+        (w["user_id"], round(w["cost_usd"], 9), w["requests"], round(w["max_missing_usd"], 9)) for w in want]
+    assert any(r[3] > 0 for r in got) and got[0][0] == "whale"
