@@ -6,12 +6,13 @@ ONE offset block of ONE partition: the identity and replace-on-replay discipline
 rows, transforms/windows.py) keeps its K biggest spenders exactly and the rest as "other"::
 
     top = SpendTop(k=20)                     # WindowAggregator owns one (windows.py)
-    top.add(partition, block, key, event)     # a counted, non-late, non-shadow interaction
-    rows = top.drain_rows(topic, window_s)    # with the aggregator's drain: -> spend_top_window
+    top.add(partition, block, offset, key, event)  # an interaction the aggregator counted
+    rows = top.drain_rows(topic, window_s)         # with the aggregator's drain: -> spend_top_window
 
 A row: ``top_users`` / ``top_usd`` / ``top_requests`` (parallel arrays, biggest first, ties by
 user id), ``other_usd`` and ``other_users`` (identified users not kept), ``other_max_usd``
-(the largest spend of a user not kept; 0 when none was dropped), ``anonymous_usd`` (spend
+(the largest spend of a user not kept; 0 when none was dropped), ``other_hashes`` (the
+sorted CRC32 of the users not kept: where a reader learns a user was cut), ``anonymous_usd`` (spend
 with an empty user id) and ``total_usd`` = all of it (equal to the window row's ``cost_usd``
 for the same window, service, feature, partition and block). Only priced spend counts
 (``cost_usd`` given); the requests counted are those priced interactions.
@@ -23,9 +24,10 @@ Guarantees (K = ``k``; proofs in docs/metrics.md, held by tests/metrics/test_spe
    and ``other_max_usd <= (identified spend) / (K+1)``.
 2. Any merge (a sum over any set S of rows: windows, features, partitions, blocks), with
    N = the identified spend of S, s = a user's true spend in S, ŝ = the sum of its kept
-   entries and e = the sum of ``other_max_usd`` over the rows of S that did not keep it:
-   ``ŝ <= s <= ŝ + e`` and ``e <= N / (K+1)``. So ŝ is exact when e = 0 (the reader gets e
-   per user), and every user with s > N/(K+1) appears in the merged top with ŝ > 0.
+   entries and e = the sum of ``other_max_usd`` over the rows of S that cut it (its CRC32 in
+   their ``other_hashes``; a collision only loosens e):
+   ``ŝ <= s <= ŝ + e`` and ``e <= N / (K+1)``. So ŝ is exact when e = 0 (no row cut the
+   user; the reader gets e per user), and every user with s > N/(K+1) appears with ŝ > 0.
    (Not "exact above a share": a user with half the hour's spend, tiny in one partition's
    block where K others spent more, is short by at most that row's ``other_max_usd``.)
 
