@@ -220,7 +220,7 @@ _LIST: list[Figure] = [
     _f("shadow_disagreement_rate", **_ratio, bad="high", description="shadow candidate disagreeing with production",
        numerator=("shadow_disagreements",), denominator=("shadow_pairs",), volume=("shadow_pairs",)),
     _f("rollout_stage", "max", "stage", None, "highest rollout stage seen", numerator=("rollout_stage",)),
-    _f("user_spend_usd", "user_sum", "USD", "high", "one user's spend over the window (raw interactions)",
+    _f("user_spend_usd", "user_sum", "USD", "high", "one user's spend over the window (top spenders, spend_top_window)",
        numerator=("cost_usd",), volume=R),
     _f("silence_s", "gauge", "s", "high",
        "seconds from the newest event time stored for the group to the evaluation time"),

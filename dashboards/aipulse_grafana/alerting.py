@@ -28,6 +28,8 @@ import re
 
 from aipulse_alerts.rules import Metric, Rule, RuleSet, format_duration
 from aipulse_catalog.figures import gauge_sql
+from aipulse_stream.readside.spend_top import DIMENSIONS as SPEND_DIMENSIONS
+from aipulse_stream.readside.spend_top import spend_sql
 
 from .chquery import TABLE
 from .datasources import ALERTMANAGER_UID, CLICKHOUSE_REF, CLICKHOUSE_UID
@@ -97,9 +99,15 @@ def rule_sql(rule: Rule, db: str) -> tuple[str, float, str]:
     evaluator = "lt" if _cmp(rule) == "<" else "gt"
     sel = ", ".join(dims)
     if rule.metric == Metric.user_spend_usd:
-        sql = (f"SELECT {sel}, sum(cost_usd) AS value\nFROM {db}.interactions FINAL\n"
-               f"WHERE ts >= $__toTime - INTERVAL {w} SECOND AND ts < $__toTime AND NOT shadow AND user_id != ''"
-               f"{_where(rule)}\nGROUP BY {sel}\nHAVING count() >= {rule.min_volume}")
+        # Merged top spenders (spend_top_window, readside/spend_top.py): the kept sum is a lower
+        # bound of the user's spend (exact unless some row cut the user), so never a false alarm.
+        others = [d for d in dims if d != "user_id"]
+        if set(others) - set(SPEND_DIMENSIONS) or set(rule.where) - set(SPEND_DIMENSIONS):
+            raise ValueError(f"rule {rule.name}: user_spend_usd groups and filters by "
+                             f"{', '.join(SPEND_DIMENSIONS)} and user_id only (what spend_top_window keeps)")
+        spend = spend_sql(db, f"window_start >= $__toTime - INTERVAL {w} SECOND AND window_start < $__toTime"
+                              f"{_where(rule)}", by=others, min_requests=rule.min_volume)
+        sql = f"SELECT {sel}, cost_usd AS value\nFROM (\n{spend}\n)"
         return sql, _threshold(rule.threshold, rule.comparison), evaluator
     if kind == "gauge":  # one meaning per gauge: the catalog's query (aipulse_catalog.figures.gauge_sql)
         sql = gauge_sql(rule.metric.value, db, w, tuple(dims), _where(rule))

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from aipulse_stream.readside.ledger import COLUMNS as LEDGER_COLUMNS
 from aipulse_stream.readside.ledger import ledger_sql
+from aipulse_stream.readside.spend_top import COLUMNS as SPEND_COLUMNS
+from aipulse_stream.readside.spend_top import DIMENSIONS as SPEND_DIMENSIONS
+from aipulse_stream.readside.spend_top import spend_sql
 
 from .panels import Board
 from .sqlparts import metric_sql, raw_filter, source, var_filter
@@ -134,11 +137,13 @@ def cost(db: str, t: Targets) -> Board:
            ["cost_run_rate_usd_month"], unit="currencyUSD", decimals=0, w=6,
            thresholds=[(None, "green"), (0.8 * t.cost_ceiling_usd_month, "orange"), (t.cost_ceiling_usd_month, "red")])
     b.stat("Distinct users", "How many distinct users called AI features?", metric_sql(["users"], db), ["users"], w=6)
-    b.table("Top users by cost", "Which users (hashed ids) cost the most, from raw events?",
-            f"SELECT user_id, count() AS requests, sum(cost_usd) AS cost_usd, sum(input_tokens + output_tokens) AS tokens\n"
-            f"FROM {db}.interactions FINAL\nWHERE {raw_filter()} AND user_id != ''\n"
-            f"GROUP BY user_id\nORDER BY cost_usd DESC, user_id\nLIMIT 20",
-            ["user_id", "requests", "cost_usd", "tokens"], w=12, units={"cost_usd": "currencyUSD"})
+    b.table("Top users by spend",
+            "Which users (hashed ids) cost the most? Merged top spenders (spend_top_window); "
+            "max_missing_usd > 0: the figure may be short by at most that much (service and feature filters apply).",
+            spend_sql(db, f"window_start >= $__fromTime AND window_start <= $__toTime AND "
+                          f"{var_filter(SPEND_DIMENSIONS)}", limit=20),
+            list(SPEND_COLUMNS), w=12,
+            units={"cost_usd": "currencyUSD", "max_missing_usd": "currencyUSD", "share": PCT, "spend_usd": "currencyUSD"})
     b.table("Cost by feature and model", "What does each feature/model pair cost per request and per task?",
             metric_sql(["requests", "cost_usd", "cost_per_request_usd", "cost_per_task_usd", "input_tokens",
                         "output_tokens"], db, by="feature, model", order="cost_usd DESC"),

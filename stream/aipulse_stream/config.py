@@ -124,6 +124,7 @@ class WindowsConfig(StageConfig):
     allowed_lateness_s: int = Field(60, ge=0, description="events behind the watermark by more are counted late")
     offset_block: int = Field(2000, ge=1, description="offsets per idempotent contribution row (see docs)")
     low_confidence_threshold: float = Field(0.5, ge=0, le=1, description="confidence below this counts as low")
+    spend_top_k: int = Field(20, ge=1, le=1000, description="users kept exactly per window, feature and offset block in spend_top_window (docs/metrics.md)")
     join_horizon_s: int = Field(7 * 86400, ge=1, description="feedback later than this after its interaction is orphaned")
 
 

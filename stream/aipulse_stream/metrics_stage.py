@@ -54,16 +54,18 @@ class MetricsStage:
             self.agg.set_start(p, block, wm)
             self._started.add(p)
 
-    def _insert(self, rows: list[dict], progress: list[dict]) -> None:
+    def _insert(self, rows: list[dict], progress: list[dict], spend: list[dict] = ()) -> None:
         db = self.settings.database
-        for table, items in (("metrics_window", rows), ("partition_progress", progress)):
+        # spend_top_window: same identity and version discipline as metrics_window (transforms/spend_top.py)
+        for table, items in (("metrics_window", rows), ("spend_top_window", spend), ("partition_progress", progress)):
             if not items:
                 continue
             cols = list(items[0])
             started = time.perf_counter()
             self._run_sql(lambda c: c.insert(f"{db}.{table}", [[r[k] for k in cols] for r in items], column_names=cols))
             m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            crashpoints.reached("after_window_insert" if table == "metrics_window" else "after_progress_insert")
+            if table != "spend_top_window":
+                crashpoints.reached("after_window_insert" if table == "metrics_window" else "after_progress_insert")
 
     async def process(self, valid: list, last: dict[int, int], in_thread, still_owned=None) -> dict[int, int]:
         first: dict[int, int] = {}
@@ -91,10 +93,11 @@ class MetricsStage:
                 add(p, o, ev, joined.get(ev.event_id))
         rows = self.agg.drain_rows()
         progress = self.agg.drain_progress()
+        spend = self.agg.spend.drain_rows(self.topic, self.settings.window_s)
         if self.alerts is not None:  # issue 6: store-only call, never blocks on I/O
             self.alerts.observe(rows, valid)
         if rows or progress:
-            await retry(in_thread(self._insert, rows, progress), "insert window rows",
+            await retry(in_thread(self._insert, rows, progress, spend), "insert window rows",
                         self.settings.insert_retry_max_s,
                         on_failure=lambda _e: m.INSERT_FAILURES.labels("metrics_window").inc())
         self._export_counters()

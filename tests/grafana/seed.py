@@ -103,6 +103,10 @@ def store(client, db: str, events, lag_s: float = 0.5) -> None:
     rows = [{**r, "written_at": r["max_ts"] + timedelta(seconds=lag_s)} for r in agg.drain_rows()]
     cols = list(rows[0])
     client.insert(f"{db}.metrics_window", [[r[c] for c in cols] for r in rows], column_names=cols)  # one insert
+    spend = agg.spend.drain_rows(TOPIC, settings.window_s)  # top spenders, as the worker writes them
+    if spend:
+        cols = list(spend[0])
+        client.insert(f"{db}.spend_top_window", [[r[c] for c in cols] for r in spend], column_names=cols)
     # The SDK's delivery ledger of each service (the Pipeline board's ledger table): two
     # instances, one of which lost events while Kafka was away.
     services = sorted({e.service for e in events})

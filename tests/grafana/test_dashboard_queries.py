@@ -178,15 +178,22 @@ def test_latency_table_p99_per_feature_and_model_within_one_percent(gclient, see
 
 def test_top_users_and_variant_deltas(gclient, seeded):
     db, events = seeded
-    cols, rows = run(gclient, render(_panel(db, "aipulse-cost", "Top users by cost").sql, START, END, 60, variables({})))
-    spend = {}
-    for e in interactions(events):
-        # $__timeFilter(ts): ts >= from AND ts <= to, both whole seconds, ts with milliseconds
-        if START.timestamp() <= e.ts.timestamp() <= END.timestamp():
-            spend[e.user_id] = spend.get(e.user_id, 0) + (e.cost_usd or 0)
-    top = sorted(spend.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-    assert [r[0] for r in rows] == [u for u, _ in top]
-    assert [r[2] for r in rows] == pytest.approx([c for _, c in top], rel=1e-9)
+    for scenario in ({}, {"feature": "chat", "service": ["svc-b"]}):
+        cols, rows = run(gclient, render(_panel(db, "aipulse-cost", "Top users by spend").sql, START, END, 60,
+                                         variables(scenario)))
+        spend, calls = {}, {}
+        for e in selected(events, scenario):  # windows starting in [from, to], like the panel
+            if e.cost_usd is None:
+                continue  # unpriced calls have no spend to rank (the Unpriced panels count them)
+            spend[e.user_id] = spend.get(e.user_id, 0) + e.cost_usd
+            calls[e.user_id] = calls.get(e.user_id, 0) + 1
+        top = sorted(spend.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+        got = [dict(zip(cols, r)) for r in rows]
+        assert [r["user_id"] for r in got] == [u for u, _ in top]
+        assert [r["cost_usd"] for r in got] == pytest.approx([c for _, c in top], rel=1e-9)
+        assert [r["requests"] for r in got] == [calls[u] for u, _ in top]
+        assert all(r["exact"] and r["max_missing_usd"] == 0 for r in got)  # a seed this sparse is never cut
+        assert got[0]["spend_usd"] == pytest.approx(sum(spend.values()), rel=1e-9)
 
     cols, rows = run(gclient, render(_panel(db, "aipulse-rollout", "Variants against control").sql, START, END, 60,
                                      variables({})))

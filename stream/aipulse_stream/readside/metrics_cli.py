@@ -3,13 +3,16 @@
     aipulse metrics --group-by feature,model --from -1h --to now
     aipulse metrics --group-by variant --where feature=chat --from 2024-05-01T00:00:00Z --json
     aipulse metrics --ledger --from -1h [--where service=support] [--json]
+    aipulse metrics --top-spenders --from -1h [--group-by service] [--where feature=chat] [--json]
 
 The CLI module registers the subcommand with :func:`add_arguments` and calls :func:`run`.
 Without ``--json`` a readable table (the most watched figures); with ``--json`` a list of
 objects, one per group: the group's dims under their names and every figure under the
 stable names of ``readside.query.FIGURES`` (rates and quantiles are null when undefined).
 With ``--ledger``: the SDK's delivery ledger instead (:mod:`.ledger`), per service and
-instance: emitted, sent, queued, lost before Kafka and why.
+instance: emitted, sent, queued, lost before Kafka and why. With ``--top-spenders``: the
+biggest spenders (:mod:`.spend_top`), merged over partitions and workers, each with the most
+its figure may be short by (0 = exact); ``--group-by``/``--where`` take service and feature.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from ..config import Settings
 from ..storage.clickhouse import connect
 from .cli_args import add_time_range, add_where, guarded, parse_where, time_range
 from .ledger import ledger_query, render_ledger
+from .spend_top import DEFAULT_LIMIT, render_spenders, top_spenders
 from .query import DIMENSIONS, FIGURES, QueryError, metrics_query
 
 DEFAULT_FROM = "-1h"
@@ -55,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects with stable names")
     parser.add_argument("--ledger", action="store_true",
                         help="the SDKs' delivery ledger per service and instance: events lost before Kafka, and why")
+    parser.add_argument("--top-spenders", action="store_true",
+                        help=f"the {DEFAULT_LIMIT} biggest spenders by user (per --group-by service/feature), "
+                             "with the most each figure may be short by")
     parser.add_argument("--grain", choices=("auto", "window"), default="auto",
                         help="auto = read hourly/daily rollups for whole hours/days (same answer, cheaper)")
 
@@ -95,6 +102,11 @@ def run(args: argparse.Namespace, settings: Settings, client=None, out=None) -> 
         start, end = time_range(args)
         where = parse_where(args.where)
         c = client or connect(settings)
+        if getattr(args, "top_spenders", False):
+            try:
+                return start, end, top_spenders(c, settings, start, end, where, by=group_by)
+            except ValueError as err:
+                raise QueryError(str(err)) from None
         if ledger:
             try:
                 return start, end, ledger_query(c, settings, start, end, where)
@@ -109,6 +121,8 @@ def run(args: argparse.Namespace, settings: Settings, client=None, out=None) -> 
     if args.json:
         json.dump(rows, out, indent=2, allow_nan=False, default=str)
         out.write("\n")
+    elif getattr(args, "top_spenders", False):
+        print(render_spenders(rows, group_by), file=out)
     elif ledger:
         print(render_ledger(rows), file=out)
     elif not rows:

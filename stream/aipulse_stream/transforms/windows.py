@@ -49,6 +49,7 @@ from aipulse_catalog.sketch import record
 
 from ..config import Settings
 from .join import JoinedKey, ts_ms
+from .spend_top import SpendTop
 
 ERROR_OUTCOMES = frozenset({"error", "timeout"})
 FEEDBACK_COLUMNS = {
@@ -133,6 +134,7 @@ class WindowAggregator:
         self._low_conf = settings.low_confidence_threshold
         self._parts: dict[int, _Partition] = {}
         self._progress: list[dict] = []
+        self.spend = SpendTop(settings.spend_top_k)  # top spenders per window and feature (spend_top.py)
         # Self-metrics (cumulative since start; replays count again).
         self.events_total = 0
         self.late_total = 0
@@ -150,10 +152,12 @@ class WindowAggregator:
         """
         wm = None if watermark is None else round(watermark * 1000)
         self._parts[partition] = _Partition(block, wm)
+        self.spend.reset(partition)
 
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state (its unacked offsets will be replayed elsewhere)."""
         self._parts.pop(partition, None)
+        self.spend.reset(partition)
 
     def watermark(self, partition: int) -> float | None:
         part = self._parts.get(partition)
@@ -211,6 +215,7 @@ class WindowAggregator:
             self.late_total += 1
         elif isinstance(event, Interaction):
             self._add_interaction(row, event)
+            self.spend.add(partition, block, offset, key, event)
         elif joined is None:
             row.orphaned += 1
             self.orphaned_total += 1
