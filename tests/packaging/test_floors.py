@@ -28,12 +28,8 @@ PACKAGE_FOLDER = {pkg: folder for folder, pkg in FLOORS.items()}
 RANK = {folder: i for i, folder in enumerate(FLOORS)}
 # (importing file, imported folder): why it is still there.
 KNOWN_UPWARD = {
-    ("stream/aipulse_stream/metrics_stage.py", "alerts"):
-        "the metrics stage starts the alert hook itself; the worker-stages rework injects it from the root",
     ("stream/aipulse_stream/worker.py", "services"):
         "the worker falls back to the local stack's state for Kafka; `aipulse worker` and the stack now hand it the address",
-    ("alerts/aipulse_alerts/hook.py", "services"):
-        "Alertmanager's local address is looked up after start (the stack starts Alertmanager after the worker)",
 }
 
 
