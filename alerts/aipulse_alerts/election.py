@@ -59,7 +59,7 @@ class Election:
 
     def _set(self, leader: bool) -> None:
         if leader != self._leader.is_set():
-            log.info("alert evaluator: %s", "this worker evaluates the rules" if leader else "not the evaluator")
+            log.warning("alert evaluator: %s", "this worker evaluates the rules" if leader else "not the evaluator")
         (self._leader.set if leader else self._leader.clear)()
 
     def start(self) -> "Election":

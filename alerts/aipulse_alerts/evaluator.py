@@ -122,7 +122,7 @@ class Evaluator:
     def _step(self) -> list:
         if not self.election.is_leader():
             if self.detector is not None:
-                log.info("alert evaluator: handing over (%d alert(s) firing)", len(self.detector.firing()))
+                log.warning("alert evaluator: handing over (%d alert(s) firing)", len(self.detector.firing()))
                 self.detector = None
                 self.notifier.active.clear()  # the next leader re-posts them
             return []
@@ -152,7 +152,7 @@ class Evaluator:
         self._since_ms = server_now - SINCE_MARGIN_MS
         self.detector = det
         self.notifier.adopt(resumed)
-        log.info("alert evaluator: %d rules over all partitions of %s; %d firing alert(s) resumed",
+        log.warning("alert evaluator: %d rules over all partitions of %s; %d firing alert(s) resumed",
                  len(det.rules), self.settings.topic, len(resumed))
 
     @staticmethod
@@ -164,13 +164,15 @@ class Evaluator:
     def _evaluate(self) -> list:
         det, reader = self.detector, self._client_reader()
         now = self._clock()
+        # Progress first, rows second: a worker inserts a batch's rows before its progress, so
+        # every row behind the progress read here is in the rows read next.
+        ready_ms, lag_s = self._completeness(reader.progress(), now)
         server_now = reader.server_now_ms()
         horizon = det.store.fold_horizon(now)
         touched = [w for w in reader.touched_windows(self._since_ms) if w >= horizon]
         if touched:
             det.replace(reader.window_rows(windows=touched), now)
         self._since_ms = server_now - SINCE_MARGIN_MS
-        ready_ms, lag_s = self._completeness(reader.progress(), now)
         if lag_s is not None:
             det.add_lag(lag_s, now)
         self.ticks += 1
