@@ -46,7 +46,7 @@ from .rules import Metric, RuleSet, load_rules
 
 log = logging.getLogger("aipulse.alerts")
 
-TICK_S = 1.0                # evaluation cadence (a base window closes every settings.window_s)
+TICK_S = 0.5                # evaluation cadence: a closed window is seen within this (plus the read)
 SINCE_MARGIN_MS = 5_000     # re-read windows written this long before the last read (inserts in flight)
 IDLE_TAIL_S = 30.0          # unread offsets unchanged this long (a tail of dead letters): complete
 LOG_EVERY_S = 30.0
