@@ -169,7 +169,7 @@ class Evaluator:
         ready_ms, lag_s = self._completeness(reader.progress(), now)
         server_now = reader.server_now_ms()
         horizon = det.store.fold_horizon(now)
-        touched = [w for w in reader.touched_windows(self._since_ms) if w >= horizon]
+        touched = reader.touched_windows(self._since_ms, horizon)
         if touched:
             det.replace(reader.window_rows(windows=touched), now)
         self._since_ms = server_now - SINCE_MARGIN_MS

@@ -57,12 +57,14 @@ class StoreReader:
         """ClickHouse's clock: ``written_at`` is set by it, so "since" is measured on it."""
         return _ms(self.client.query("SELECT now64(3)").result_rows[0][0])
 
-    def touched_windows(self, since_ms: int) -> list[int]:
-        """Starts (ms) of the base windows that got a row written at or after ``since_ms``."""
+    def touched_windows(self, since_ms: int, from_ms: int = 0) -> list[int]:
+        """Starts (ms) of the base windows from ``from_ms`` on that got a row written at or
+        after ``since_ms`` (ClickHouse's clock, see :meth:`server_now_ms`)."""
         res = self.client.query(
             f"SELECT DISTINCT window_start FROM {self.db}.metrics_window "
-            "WHERE written_at >= {since:DateTime64(3, 'UTC')} AND topic = {t:String}",
-            parameters={"since": _dt(since_ms), "t": self.topic})
+            "WHERE window_start >= {f:DateTime('UTC')} AND written_at >= {since:DateTime64(3, 'UTC')} "
+            "AND topic = {t:String}",
+            parameters={"since": _dt(since_ms), "f": _dt(from_ms), "t": self.topic})
         return sorted(_ms(r[0]) for r in res.result_rows)
 
     def window_rows(self, start_ms: int | None = None, end_ms: int | None = None,
