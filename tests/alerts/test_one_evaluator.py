@@ -193,6 +193,8 @@ def test_one_and_three_workers_raise_the_same_alerts(stack, stack_settings, kafk
             labels = dict(key)
             for status in ("firing", "resolved"):
                 t1, t3 = _first(got1[key][status]), _first(got3[key][status])
+                assert t1 is not None and t3 is not None, \
+                    f"{labels['alertname']}: no {status} post\n1 worker: {got1[key]}\n3 workers: {got3[key]}"
                 print(f"\n{labels['alertname']:16s} {status:8s} at 1 worker {t1 - stream.started_at:6.1f}s, "
                       f"3 workers {t3 - stream.started_at:6.1f}s (from the stream's start)")
                 assert abs(t1 - t3) <= WINDOW_S, f"{labels['alertname']} {status}: {t1:.1f} vs {t3:.1f}"
