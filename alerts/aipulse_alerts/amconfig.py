@@ -25,9 +25,9 @@ accepted, grouped and visible in Alertmanager's UI/API, and reach no one.
 
 Routing. Every alert is its own group (``group_by: ['...']``): one notification when it
 fires and one when it resolves, never a re-notification because a neighbour changed.
-Critical alerts page: ``group_wait`` of a few seconds (Alertmanager waits this long before
-the first notification of a group), since the detector has already applied the rule's
-sustain period; warnings wait longer and repeat less; info alerts (when the rule file has any)
+Critical alerts page: ``group_wait`` of one second (Alertmanager waits this long before
+the first notification of a group), since every alert is its own group and the evaluator has
+already applied the rule's sustain period; warnings wait longer and repeat less; info alerts (when the rule file has any)
 wait longest and repeat once a day. One route per severity the rule file uses.
 """
 from __future__ import annotations
@@ -46,7 +46,9 @@ import yaml
 from .rules import RuleSet, RulesError, Severity, load_rules, rules_path
 
 RECEIVER = "aipulse"
-PAGE_GROUP_WAIT = "5s"         # critical: the detector's sustain already filtered flapping
+# critical: every alert is its own group (nothing to wait for) and the one evaluator already
+# applied the rule's sustain and sends each state change once: page at once.
+PAGE_GROUP_WAIT = "1s"
 PAGE_GROUP_INTERVAL = "30s"    # also how soon a resolved notification follows the resolve
 PAGE_REPEAT = "4h"
 WARN_GROUP_WAIT = "30s"

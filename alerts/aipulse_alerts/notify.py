@@ -2,8 +2,14 @@
 
     n = Notifier(alertmanager_url="http://127.0.0.1:9093", kafka_bootstrap="127.0.0.1:9092",
                  topic="aipulse.alerts", clickhouse=insert_alert_rows)
-    n.send(alerts)       # state changes from Detector.tick()
+    n.start()            # inside the evaluator's event loop: one delivery task per sink
+    n.send(alerts)       # state changes from Detector.tick(); only enqueues
     n.resend_due()       # call periodically: keeps firing alerts alive in Alertmanager
+    await n.flush(10)    # on stop: deliver what is pending, within a deadline
+    n.close()
+
+Without ``start()`` (a script, a test) ``send()`` delivers before it returns, with the same
+retry bounded by ``FLUSH_TIMEOUT_S``.
 
 An Alertmanager behind basic auth (``--web.config.file``) is given as
 ``http://user:password@host:9093``: the credential goes in an ``Authorization: Basic`` header
@@ -16,12 +22,14 @@ an alert whose sender died resolves by itself; a resolved alert is posted once m
 re-posts never produce a second notification; routing, grouping, silences and delivery are
 Alertmanager's (config: :mod:`aipulse_alerts.amconfig`).
 
-Every sink is best effort and independent: a failed post is kept and retried at the next
-call (bounded by ``MAX_PENDING``) and never blocks the worker's batch loop, which only
-hands alerts to the hook's thread (:mod:`aipulse_alerts.hook`).
+Delivery: every sink is independent, and retried with the stream's one backoff
+(:func:`aipulse_stream.sinks.retry.retry`, jittered, capped at ``RETRY_MAX_BACKOFF_S``) by its
+own task, so a down Alertmanager delays neither evaluation nor the other sinks. What waits is
+bounded (``MAX_PENDING`` per sink, oldest dropped and counted).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -30,8 +38,11 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Callable
 
+from aipulse_stream.sinks.retry import retry
+from kafka import KafkaProducer
+
 from . import basic_auth
-from .detector import Alert
+from .alert import Alert
 
 log = logging.getLogger("aipulse.alerts")
 
@@ -39,8 +50,11 @@ ALERTS_PATH = "/api/v2/alerts"
 ALERT_TTL_S = 300          # endsAt of a firing alert: resolved by Alertmanager if we go silent
 RESEND_S = 60              # re-post firing alerts this often (well under ALERT_TTL_S)
 POST_TIMEOUT_S = 5.0
-MAX_PENDING = 10_000       # undelivered posts kept for retry at most
+MAX_PENDING = 10_000       # undelivered alerts kept per sink at most
+RETRY_MAX_BACKOFF_S = 10.0
+FLUSH_TIMEOUT_S = 10.0     # how long a stop (or a loop-less send) waits for delivery
 GENERATOR_URL = "http://aipulse.local/alerts"
+SINKS = ("alertmanager", "kafka", "clickhouse")
 
 
 def _iso(t: float) -> str:
@@ -105,12 +119,14 @@ def post_alertmanager(base_url: str, payload: list[dict], timeout: float = POST_
 
 
 class Notifier:
-    """Fan-out of alert state changes. Not thread-safe: one thread (the hook's) calls it."""
+    """Fan-out of alert state changes. Called from one thread (the evaluator's event loop)."""
 
     def __init__(self, alertmanager_url: str | Callable[[], str | None] | None = None, *,
                  kafka_bootstrap: str | None = None, topic: str = "aipulse.alerts",
                  clickhouse: Callable[[list[dict]], None] | None = None,
-                 clock: Callable[[], float] = time.time, kafka_options: dict | None = None):
+                 clock: Callable[[], float] = time.time, kafka_options: dict | None = None,
+                 flush_timeout_s: float = FLUSH_TIMEOUT_S):
+        self.flush_timeout_s = flush_timeout_s
         self._am_url = alertmanager_url
         self._bootstrap = kafka_bootstrap
         self._kafka_options = dict(kafka_options or {})  # TLS/SASL: KafkaSecurity.client_options()
@@ -120,42 +136,99 @@ class Notifier:
         self._producer = None
         self.active: dict[str, Alert] = {}          # alert_id -> firing alert
         self._last_post: dict[str, float] = {}
-        self._pending_am: list[Alert] = []
-        self._pending_kafka: list[tuple[Alert, float]] = []
-        self._pending_ch: list[tuple[Alert, float]] = []
-        self.sent = {"alertmanager": 0, "kafka": 0, "clickhouse": 0}
-        self.failures = {"alertmanager": 0, "kafka": 0, "clickhouse": 0}
+        # sink -> [(alert, at)] waiting for delivery
+        self._pending: dict[str, list[tuple[Alert, float]]] = {s: [] for s in SINKS}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._busy = {s: False for s in SINKS}     # a batch of the sink is being delivered
+        self.sent = {s: 0 for s in SINKS}
+        self.failures = {s: 0 for s in SINKS}
+        self.dropped = {s: 0 for s in SINKS}
 
     def am_url(self) -> str | None:
         u = self._am_url
         return u() if callable(u) else u
 
+    def _enabled(self, sink: str) -> bool:
+        if sink == "kafka":
+            return bool(self._bootstrap)
+        if sink == "clickhouse":
+            return self._clickhouse is not None
+        return self._am_url is not None
+
     # -- public --------------------------------------------------------------------------
+    def adopt(self, alerts: list[Alert], posted_at: float | None = None) -> None:
+        """Take over alerts already firing (a restarted evaluator): re-posted, never re-sent."""
+        for a in alerts:
+            self.active[a.alert_id] = a
+            self._last_post[a.alert_id] = self._clock() - RESEND_S if posted_at is None else posted_at
+
     def send(self, alerts: list[Alert]) -> None:
         now = self._clock()
         for a in alerts:
             if a.status == "firing":
                 self.active[a.alert_id] = a
+                self._last_post[a.alert_id] = now
             else:
                 self.active.pop(a.alert_id, None)
                 self._last_post.pop(a.alert_id, None)
             log.warning("alert %s %s %s value=%s", a.status, a.rule, a.group, a.value)
-        self._pending_am.extend(alerts)
-        self._pending_kafka.extend((a, now) for a in alerts)
-        self._pending_ch.extend((a, now) for a in alerts)
-        self.flush()
+        for sink in SINKS:
+            if self._enabled(sink):
+                self._enqueue(sink, [(a, now) for a in alerts])
+        if not self._tasks:  # no delivery tasks: deliver now (bounded), like a flush
+            asyncio.run(self.flush(self.flush_timeout_s))
 
     def resend_due(self) -> None:
         now = self._clock()
         due = [a for i, a in self.active.items() if now - self._last_post.get(i, 0) >= RESEND_S]
-        if due:
-            self._pending_am.extend(due)
-        self.flush()
+        for a in due:
+            self._last_post[a.alert_id] = now
+        if due and self._enabled("alertmanager"):
+            self._enqueue("alertmanager", [(a, now) for a in due])
 
-    def flush(self) -> None:
-        self._flush_am()
-        self._flush_kafka()
-        self._flush_ch()
+    def start(self) -> None:
+        """Start one delivery task per sink on the running event loop."""
+        for sink in SINKS:
+            self._wake[sink] = asyncio.Event()
+            self._tasks.append(asyncio.get_running_loop().create_task(self._deliver_forever(sink)))
+            if self._pending[sink]:
+                self._wake[sink].set()
+
+    async def flush(self, timeout: float = FLUSH_TIMEOUT_S) -> bool:
+        """Deliver everything pending (retrying) within ``timeout``; True when nothing is left."""
+        deadline = time.monotonic() + timeout
+        if self._tasks:
+            while any(self._pending.values()) or any(self._busy.values()):
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.05)
+        else:
+            for sink in SINKS:
+                left = deadline - time.monotonic()
+                if not self._pending[sink] or left <= 0:
+                    continue
+                try:
+                    await asyncio.wait_for(self._deliver_pending(sink), left)
+                except asyncio.TimeoutError:
+                    pass
+        left = {s: len(p) for s, p in self._pending.items() if p}
+        if left:
+            log.warning("alert delivery: %s left undelivered after %.0fs", left, timeout)
+        return not left
+
+    async def stop(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Flush within ``timeout``, then stop the delivery tasks and close the producer."""
+        await self.flush(timeout)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        self.close()
 
     def close(self) -> None:
         if self._producer is not None:
@@ -165,73 +238,70 @@ class Notifier:
                 pass
             self._producer = None
 
-    # -- sinks ---------------------------------------------------------------------------
-    def _flush_am(self) -> None:
-        if not self._pending_am:
+    # -- delivery ------------------------------------------------------------------------
+    def _enqueue(self, sink: str, items: list[tuple[Alert, float]]) -> None:
+        if not items:
             return
+        pending = self._pending[sink]
+        pending.extend(items)
+        if len(pending) > MAX_PENDING:
+            self.dropped[sink] += len(pending) - MAX_PENDING
+            del pending[: len(pending) - MAX_PENDING]
+        if sink in self._wake:
+            self._wake[sink].set()
+
+    async def _deliver_forever(self, sink: str) -> None:
+        while True:
+            await self._wake[sink].wait()
+            self._wake[sink].clear()
+            self._busy[sink] = True
+            try:
+                while self._pending[sink]:
+                    await self._deliver_pending(sink)
+            finally:
+                self._busy[sink] = False
+
+    async def _deliver_pending(self, sink: str) -> None:
+        """Deliver the sink's pending items as one batch, retried until it succeeds."""
+        batch = self._pending[sink]
+        self._pending[sink] = []
+        write = {"alertmanager": self._write_am, "kafka": self._write_kafka, "clickhouse": self._write_ch}[sink]
+        if sink == "alertmanager":
+            # The latest state per alert id wins (a firing re-post after its resolve would revive it).
+            latest: dict[str, tuple[Alert, float]] = {}
+            for a, at in batch:
+                latest[a.alert_id] = (a, at)
+            batch = list(latest.values())
+
+        def failed(_err):
+            self.failures[sink] += 1
+
+        try:
+            await retry(lambda: asyncio.to_thread(write, batch), f"deliver {len(batch)} alert(s) to {sink}",
+                        RETRY_MAX_BACKOFF_S, on_failure=failed)
+        except BaseException:
+            self._pending[sink][:0] = batch  # cancelled (stop deadline): keep them for the count
+            raise
+        self.sent[sink] += len(batch)
+
+    def _write_am(self, batch: list[tuple[Alert, float]]) -> None:
         url = self.am_url()
         if not url:
-            self._trim(self._pending_am)
-            return
+            raise OSError("the Alertmanager address is not known yet")
         now = self._clock()
-        # The latest state per alert id wins (a firing re-post after its resolve would revive it).
-        latest: dict[str, Alert] = {}
-        for a in self._pending_am:
-            latest[a.alert_id] = a
-        batch = list(latest.values())
         try:
-            post_alertmanager(url, [am_payload(a, now) for a in batch])
-        except Exception as err:
-            self.failures["alertmanager"] += 1
-            log.warning("posting %d alert(s) to Alertmanager at %s failed (will retry): %s", len(batch),
-                        basic_auth.redact(url), err)
-            self._pending_am = batch
-            self._trim(self._pending_am)
-            return
-        self._pending_am = []
-        self.sent["alertmanager"] += len(batch)
-        for a in batch:
-            if a.status == "firing":
-                self._last_post[a.alert_id] = now
+            post_alertmanager(url, [am_payload(a, now) for a, _ in batch])
+        except Exception as err:  # the URL may carry a credential: never in the message
+            raise OSError(f"posting to Alertmanager at {basic_auth.redact(url)}: {err}") from None
 
-    def _flush_kafka(self) -> None:
-        if not self._pending_kafka or not self._bootstrap:
-            self._trim(self._pending_kafka)
-            return
-        try:
-            if self._producer is None:
-                from kafka import KafkaProducer
+    def _write_kafka(self, batch: list[tuple[Alert, float]]) -> None:
+        if self._producer is None:
+            self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks=1, linger_ms=0,
+                                           request_timeout_ms=5000, max_block_ms=5000, **self._kafka_options)
+        futures = [self._producer.send(self._topic, key=a.alert_id.encode(),
+                                       value=json.dumps(event_payload(a, at)).encode()) for a, at in batch]
+        for f in futures:
+            f.get(timeout=POST_TIMEOUT_S)
 
-                self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks=1, linger_ms=0,
-                                               request_timeout_ms=5000, max_block_ms=5000, **self._kafka_options)
-            futures = [self._producer.send(self._topic, key=a.alert_id.encode(),
-                                           value=json.dumps(event_payload(a, at)).encode())
-                       for a, at in self._pending_kafka]
-            for f in futures:
-                f.get(timeout=POST_TIMEOUT_S)
-        except Exception as err:
-            self.failures["kafka"] += 1
-            log.warning("publishing alerts to %s failed (will retry): %s", self._topic, err)
-            self._trim(self._pending_kafka)
-            return
-        self.sent["kafka"] += len(self._pending_kafka)
-        self._pending_kafka = []
-
-    def _flush_ch(self) -> None:
-        if not self._pending_ch or self._clickhouse is None:
-            self._trim(self._pending_ch)
-            return
-        try:
-            self._clickhouse([ch_row(a, at) for a, at in self._pending_ch])
-        except Exception as err:
-            self.failures["clickhouse"] += 1
-            log.warning("writing alerts to ClickHouse failed (will retry): %s", err)
-            self._trim(self._pending_ch)
-            return
-        self.sent["clickhouse"] += len(self._pending_ch)
-        self._pending_ch = []
-
-    @staticmethod
-    def _trim(items: list) -> None:
-        if len(items) > MAX_PENDING:
-            del items[: len(items) - MAX_PENDING]
+    def _write_ch(self, batch: list[tuple[Alert, float]]) -> None:
+        self._clickhouse([ch_row(a, at) for a, at in batch])

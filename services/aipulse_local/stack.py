@@ -117,7 +117,7 @@ def start_worker(settings: Settings, name: str = "worker", extra_env: dict | Non
     state = StackState(settings.state_dir)
     port = free_port()
     log_path = settings.state_dir / f"{name}.log"
-    pid = spawn([sys.executable, "-m", "aipulse_stream.worker"], log_path, env=worker_env(settings, port, extra_env))
+    pid = spawn([sys.executable, "-m", "aipulse_cli", "worker"], log_path, env=worker_env(settings, port, extra_env))
     address = f"127.0.0.1:{port}"
     wait_until(lambda: worker_ready(address), WORKER_START_TIMEOUT_S, pid, f"the {name}", log_path)
     info = {"pid": pid, "address": address, "log": str(log_path), "kind": "worker"}

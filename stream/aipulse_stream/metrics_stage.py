@@ -34,12 +34,6 @@ class MetricsStage:
         self._started: set[int] = set()
         self._late_seen = 0
         self._orphaned_seen = 0
-        # Alerts (issue 6): the streaming detector; evaluates and notifies on its own thread.
-        try:
-            from aipulse_alerts.hook import start_alerts
-        except ImportError:
-            start_alerts = None
-        self.alerts = start_alerts(settings) if start_alerts is not None else None
 
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -94,8 +88,6 @@ class MetricsStage:
         rows = self.agg.drain_rows()
         progress = self.agg.drain_progress()
         spend = self.agg.spend.drain_rows(self.topic, self.settings.window_s)
-        if self.alerts is not None:  # issue 6: store-only call, never blocks on I/O
-            self.alerts.observe(rows, valid)
         if rows or progress:
             await retry(in_thread(self._insert, rows, progress, spend), "insert window rows",
                         self.settings.insert_retry_max_s,

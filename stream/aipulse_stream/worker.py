@@ -13,9 +13,11 @@ offset per table; window rows are replaced, see pipeline.py).
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
+from typing import Sequence
 
 from prometheus_client import start_http_server
 
@@ -32,8 +34,12 @@ log = logging.getLogger("aipulse.worker")
 GC_GEN0_THRESHOLD = 50_000
 
 
-def build(settings: Settings):
-    """Create the app, declare its topics and attach the pipeline; returns the Faust app."""
+def build(settings: Settings, services: Sequence = ()):
+    """Create the app, declare its topics and attach the pipeline; returns the Faust app.
+
+    ``services``: objects with ``start()`` and ``stop()`` (the composition root passes the alert
+    evaluator) started with the app and stopped, flushing, before the pipeline stops.
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     events = app.topic(settings.topic, value_type=bytes, key_type=bytes, value_serializer="raw",
@@ -56,15 +62,22 @@ def build(settings: Settings):
     app.batch_handler = pipeline
     app.topics.add(events)  # subscribe: the batch consumer reads it, no agent involved
 
+    @app.task
+    async def start_services():
+        for service in services:
+            service.start()
+
     @app.on_before_shutdown.connect
     async def stop_pipeline(app_, **kwargs):  # after the fetcher stopped (Faust's App.on_stop)
+        for service in services:
+            await asyncio.to_thread(service.stop)
         await pipeline.stop()
 
     app.aipulse_pipeline = pipeline
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, services: Sequence = ()) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = settings.worker_metrics_port
     start_http_server(port, addr=settings.worker_metrics_host)
-    app = build(settings)
+    app = build(settings, services)
     # What exists now lives as long as the process (modules, the app, the pipeline): out of the
     # collector's sight, so that its rounds only look at what the batches make.
     gc.freeze()

@@ -1,6 +1,8 @@
 """Unit tests: the Alertmanager credential travels as basic auth and never reaches a log."""
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import json
 import logging
@@ -88,12 +90,12 @@ def test_a_401_names_the_setting_to_fix_and_not_the_password(recorder):
 
 
 def test_notifier_logs_the_url_without_its_password_and_retries(recorder, caplog):
-    n = Notifier(f"http://aipulse:wrong-{PASSWORD}@{recorder.address}", clock=lambda: 1000.0)
-    with caplog.at_level(logging.WARNING, logger="aipulse.alerts"):
-        n.send([make_alert()])
-    assert n.failures["alertmanager"] == 1 and n.sent["alertmanager"] == 0
+    n = Notifier(f"http://aipulse:wrong-{PASSWORD}@{recorder.address}", clock=lambda: 1000.0, flush_timeout_s=1.0)
+    with caplog.at_level(logging.WARNING):
+        n.send([make_alert()])   # retried with the shared backoff until the flush deadline
+    assert n.failures["alertmanager"] >= 2 and n.sent["alertmanager"] == 0
     assert PASSWORD not in caplog.text
     assert f"http://aipulse:***@{recorder.address}" in caplog.text
     n._am_url = f"http://aipulse:{PASSWORD}@{recorder.address}"   # the credential fixed: the kept alert goes
-    n.flush()
+    assert asyncio.run(n.flush(5.0))
     assert n.sent["alertmanager"] == 1

@@ -43,7 +43,7 @@ def test_partitions_and_blocks_add_but_re_emissions_and_replays_do_not():
         ]
 
     sim.step(rows)
-    agg = sim.det._window(ws * 1000)[("svc", "chat", "m-a", "")]
+    agg = sim.det.store.window(ws * 1000)[("svc", "chat", "m-a", "")]
     assert agg.sum(["requests"]) == 100 and agg.sum(["errors"]) == 6
 
 

@@ -1,12 +1,12 @@
-"""End to end on the real stack: SDK -> Kafka -> worker's detector -> real Alertmanager -> webhook.
+"""End to end on the real stack: SDK -> Kafka -> worker -> ClickHouse -> the evaluator -> real Alertmanager -> webhook.
 
 Steady traffic (two models, fallback rate 2%), then the fallback rate of one model jumps to
 30%: a local webhook receiver behind a real Alertmanager must get ONE firing notification
 with the right labels; the detection time (first degraded event -> webhook delivery) is
 measured and printed; after recovery ONE resolved notification arrives.
 
-The detector runs in a dedicated worker (own consumer group and database, so the session's
-worker and other tests are untouched) and posts to a dedicated Alertmanager whose webhook is
+The evaluator runs in a dedicated worker (own consumer group and database, so the session's
+worker and other tests are untouched; it is elected alone in its group) and posts to a dedicated Alertmanager whose webhook is
 the receiver. Windows, sustain and Alertmanager's paging group_wait are the defaults, so the
 detection time is the default configuration's; only the rule's resolve_after (1m -> 10s) and
 the paging group_interval (30s -> 10s) are shortened to keep the recovery phase short.

@@ -65,7 +65,7 @@ def alerts_db(gclient, new_db):
     db = new_db("anno")
     clock = [0.0]
 
-    def insert(rows: list[dict]) -> None:  # the worker's ClickHouse sink (aipulse_alerts.hook)
+    def insert(rows: list[dict]) -> None:  # the worker's ClickHouse sink (aipulse_alerts.evaluator)
         cols = list(rows[0])
         gclient.insert(f"{db}.alerts", [[r[c] for c in cols] for r in rows], column_names=cols)
 

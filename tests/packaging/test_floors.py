@@ -32,8 +32,6 @@ PACKAGE_FOLDER = {pkg: folder for folder, pkg in FLOORS.items()}
 RANK = {folder: i for i, folder in enumerate(FLOORS)}
 # (importing file, imported folder): why it is still there.
 KNOWN_UPWARD = {
-    ("stream/aipulse_stream/metrics_stage.py", "alerts"):
-        "the metrics stage starts the alert hook itself; the worker-stages rework injects it from the root",
 }
 
 
