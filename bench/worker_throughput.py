@@ -310,7 +310,7 @@ async def profile_pipeline(stack: BenchStack, topic: str, total: int, limit: int
     while len(msgs) < min(limit, total):
         batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
         for tp, ms in batches.items():
-            msgs.extend(Message(tp.partition, m.offset, m.key, m.value) for m in ms)
+            msgs.extend(Message(tp.partition, m.offset, m.key, m.value, m.timestamp) for m in ms)
     await consumer.stop()
     msgs = msgs[:limit]
     # Offsets already stored by the worker run would be skipped: pretend they are new.

@@ -3,8 +3,9 @@
 Called by Pipeline.process() after the batch's raw events are stored (the join looks up
 interactions in the raw table, restricted to offsets before the feedback's own)::
 
-    stage = MetricsStage(settings, topic, run_sql)
+    stage = MetricsStage(settings, topic, run_sql, writer=writer)   # writer: sinks/writer.py
     ackable = await stage.process(valid, last_offsets, in_thread)   # {partition: offset}
+    await stage.stop()                                               # safe twice; holds nothing
 
 Each drain of the aggregator goes to ClickHouse as ONE insert: the hourly and daily rollup
 views are exact only when they see a block's full state in one insert (docs/metrics.md).
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import time
 
-from . import crashpoints
 from . import selfmetrics as m
 from .config import Settings
 from .sinks.retry import retry
@@ -22,8 +22,9 @@ from .transforms.windows import WindowAggregator, block_of, load_watermark
 
 
 class MetricsStage:
-    def __init__(self, settings: Settings, topic: str, run_sql):
+    def __init__(self, settings: Settings, topic: str, run_sql, writer=None):
         self.settings = settings
+        self.writer = writer  # the pipeline's ClickHouseWriter: window and progress rows go through it
         self.topic = topic
         self.agg = WindowAggregator(settings, topic)
         self._run_sql = run_sql  # run_sql(fn) -> fn(client), on the ClickHouse thread
@@ -54,16 +55,18 @@ class MetricsStage:
             self.agg.set_start(p, block, wm)
             self._started.add(p)
 
-    def _insert(self, rows: list[dict], progress: list[dict]) -> None:
-        db = self.settings.database
-        for table, items in (("metrics_window", rows), ("partition_progress", progress)):
+    async def _insert(self, rows: list[dict], progress: list[dict]) -> None:
+        """Window rows, then progress rows: each ONE insert (the rollups need a block whole)."""
+        for table, items, point in (("metrics_window", rows, "after_window_insert"),
+                                    ("partition_progress", progress, "after_progress_insert")):
             if not items:
                 continue
             cols = list(items[0])
-            started = time.perf_counter()
-            self._run_sql(lambda c: c.insert(f"{db}.{table}", [[r[k] for k in cols] for r in items], column_names=cols))
-            m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            crashpoints.reached("after_window_insert" if table == "metrics_window" else "after_progress_insert")
+            await self.writer.insert(table, [[r[k] for k in cols] for r in items], cols, crash_point=point)
+
+    async def stop(self) -> None:
+        """Safe without start and twice: every drain is inserted before process() returns."""
+        return None
 
     async def process(self, valid: list, last: dict[int, int], in_thread, still_owned=None) -> dict[int, int]:
         first: dict[int, int] = {}
@@ -94,9 +97,7 @@ class MetricsStage:
         if self.alerts is not None:  # issue 6: store-only call, never blocks on I/O
             self.alerts.observe(rows, valid)
         if rows or progress:
-            await retry(in_thread(self._insert, rows, progress), "insert window rows",
-                        self.settings.insert_retry_max_s,
-                        on_failure=lambda _e: m.INSERT_FAILURES.labels("metrics_window").inc())
+            await self._insert(rows, progress)
         self._export_counters()
         out = {}
         for p in last:
