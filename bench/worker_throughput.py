@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         f"batches {m.get('aipulse_worker_batch_size_count', 0):,.0f} "
         f"(mean {m.get('aipulse_worker_batch_size_sum', 0) / max(1, m.get('aipulse_worker_batch_size_count', 0)):,.0f} events), "
         f"ClickHouse insert time {m.get('aipulse_worker_insert_seconds_sum', 0):.1f}s in "
-        f"{m.get('aipulse_worker_insert_seconds_count', 0):,.0f} inserts")
+        f"{m.get('aipulse_worker_insert_seconds_count', 0):,.0f} inserts "
+        f"(the endpoint's own elapsed time of them: {m.get('aipulse_worker_insert_server_seconds_total', 0):.1f}s)")
     say("stored vs sent:")
     for what, exp, got in checks:
         say(f"  {what:26}{exp:>10,}{got:>10,}  {'ok' if exp == got else 'MISMATCH'}")

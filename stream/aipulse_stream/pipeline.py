@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ log = logging.getLogger("aipulse.pipeline")
 RECENT_IDS_MAX = 200_000
 TABLE_SAMPLE_EVERY_S = 30.0
 DLQ_TRUNCATED_BYTES = 64 * 1024  # what is kept of a dead letter too big for the DLQ topic
+
+# When the worker runs with the cyclic collector off (worker.py), the pipeline collects between
+# batches, when the last batch's objects are gone: the young generations every batch (they hold
+# little then), everything now and then (cycles that reached the old generation).
+GC_FULL_EVERY_S = 30.0
 
 RAW_TABLES = tuple(t for t, _cols in TABLES.values())
 DlqSend = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
@@ -71,6 +77,7 @@ class Pipeline:
         self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.metrics = None  # the window-metrics stage, made in start()
         self._tables_sampled_at = float("-inf")
+        self._gc_full_at = time.monotonic()
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -147,6 +154,7 @@ class Pipeline:
         if not batch:
             return {}
         crashpoints.reached("after_fetch")
+        self._collect_garbage()
         m.BATCH_SIZE.observe(len(batch))
         m.CONSUMED.labels(self.topic).inc(len(batch))
         partitions = sorted({msg.partition for msg in batch})
@@ -196,6 +204,16 @@ class Pipeline:
             per_table = self._stored_upto.setdefault(p, dict.fromkeys(RAW_TABLES, -1))
             if off > per_table[table]:
                 per_table[table] = off
+
+    def _collect_garbage(self) -> None:
+        if gc.isenabled():
+            return  # the interpreter's own schedule (tests, an embedding application)
+        now = time.monotonic()
+        if now - self._gc_full_at >= GC_FULL_EVERY_S:
+            gc.collect()
+            self._gc_full_at = now
+        else:
+            gc.collect(1)
 
     def _maybe_sample_tables(self) -> None:
         """Refresh the table-size gauges now and then (a cheap system.parts read, off the hot path)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from operator import attrgetter
+from operator import itemgetter
 from typing import Callable, Iterable
 
 from aipulse.contract import Evaluation, Feedback, Interaction, SdkStats
@@ -89,11 +89,13 @@ def columns_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Ev
     out: dict[str, tuple[list[list], dict[int, int]]] = {}
     for kind, group in by_kind.items():
         table, columns = TABLES[kind]
-        events = [ev for _p, _o, ev in group]
-        cols = [list(map(_GETTERS[c], events)) for c in columns]
+        # One C-level call per event (a tuple of its fields, read from the model's __dict__),
+        # then one transpose: ~10x cheaper than a getattr per field and event.
+        rows = list(map(_ROW_GETTERS[kind], [ev.__dict__ for _p, _o, ev in group]))
+        cols: list = list(zip(*rows))
         if kind == "interaction":
             i = INTERACTION_COLUMNS.index("attributes")
-            cols[i] = [{k: _attr_text(v) for k, v in a.items()} if a else {} for a in cols[i]]
+            cols[i] = [_attr_texts(a) if a else {} for a in cols[i]]
         partitions = [p for p, _o, _e in group]
         offsets = [o for _p, o, _e in group]
         cols.append([topic] * len(group))
@@ -107,7 +109,14 @@ def columns_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Ev
     return out
 
 
-_GETTERS = {c: attrgetter(c) for _t, cols in TABLES.values() for c in cols}
+def _attr_texts(attrs: dict) -> dict:
+    for v in attrs.values():
+        if type(v) is not str:
+            return {k: _attr_text(v) for k, v in attrs.items()}
+    return attrs  # all text already (the common case): stored as is
+
+
+_ROW_GETTERS = {kind: itemgetter(*cols) for kind, (_t, cols) in TABLES.items()}
 
 
 class RawEventsSink:

@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from prometheus_client import Counter
+
 from .. import crashpoints
 from .. import selfmetrics as m
 from ..config import Settings
@@ -32,6 +34,11 @@ from ..storage.clickhouse import connect
 from .retry import retry
 
 log = logging.getLogger("aipulse.writer")
+
+# Beside aipulse_worker_insert_seconds (the client's wall time): the server's own time for the
+# same inserts. The gap is time the client thread spent waiting (for the GIL, the network).
+INSERT_SERVER_SECONDS = Counter("aipulse_worker_insert_server_seconds",
+                                "Server-side elapsed time of the worker's ClickHouse inserts (elapsed_ns)", ["table"])
 
 
 class ClickHouseWriter:
@@ -124,6 +131,7 @@ class ClickHouseWriter:
             self.inserts += 1
             if server_ns is not None:
                 self.server_s += int(server_ns) / 1e9
+                INSERT_SERVER_SECONDS.labels(table).inc(int(server_ns) / 1e9)
             return None
 
         await retry(lambda: self._call(do), f"insert into {table}", self.settings.insert_retry_max_s,

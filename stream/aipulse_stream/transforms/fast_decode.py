@@ -111,8 +111,10 @@ class _Evaluation(Struct, tag_field="kind", tag="evaluation"):
 
 
 _DECODER = msgspec.json.Decoder(Union[_Interaction, _Feedback, _Evaluation])
-_MODEL = {_Interaction: (Interaction, "interaction"), _Feedback: (Feedback, "feedback"),
-          _Evaluation: (Evaluation, "evaluation")}
+# (model, kind, fields set): every field counts as set; one shared set per model (pydantic only
+# adds to it on attribute assignment, of a name already in it), not one allocation per event.
+_MODEL = {s: (model, kind, set(model.model_fields)) for s, model, kind in (
+    (_Interaction, Interaction, "interaction"), (_Feedback, Feedback, "feedback"), (_Evaluation, Evaluation, "evaluation"))}
 _MAJOR_PREFIX = f"{SCHEMA_MAJOR}."
 _asdict = msgspec.structs.asdict
 _new = object.__new__
@@ -143,7 +145,7 @@ def decode(raw: bytes) -> Interaction | Feedback | Evaluation | None:
             return None
     elif cls is _Evaluation and s.correct is None and s.score is None:
         return None
-    model, kind = _MODEL[cls]
+    model, kind, fields_set = _MODEL[cls]
     d = _asdict(s)
     d["ts"] = ts
     d["kind"] = kind
@@ -151,7 +153,7 @@ def decode(raw: bytes) -> Interaction | Feedback | Evaluation | None:
         d["interaction_id"] = d["event_id"]  # the contract's _identity rule
     obj = _new(model)
     _set(obj, "__dict__", d)
-    _set(obj, "__pydantic_fields_set__", set(d))
+    _set(obj, "__pydantic_fields_set__", fields_set)
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
