@@ -156,8 +156,8 @@ def profiled_worker_main() -> int:
     seen = [0]
     original = pipeline_mod.Pipeline.process
 
-    async def process(self, batch):
-        result = await original(self, batch)
+    async def process(self, batch, still_owned=None):
+        result = await original(self, batch, still_owned)
         seen[0] += len(batch)
         if seen[0] >= target and out:
             prof.disable()
@@ -320,6 +320,7 @@ async def profile_pipeline(stack: BenchStack, topic: str, total: int, limit: int
     prof.enable()
     for i in range(0, len(msgs), batch_size):
         await pipe.process(msgs[i:i + batch_size])
+    await pipe.flush()  # the last batch's writes
     prof.disable()
     secs = time.perf_counter() - t0
     await pipe.stop()

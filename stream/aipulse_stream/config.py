@@ -68,7 +68,7 @@ class Settings(BaseModel):
     worker_metrics_host: str = Field("127.0.0.1", min_length=1,
                                      description="address /metrics listens on (0.0.0.0 in a container)")
     insert_retry_max_s: float = Field(30, gt=0, description="longest backoff between insert retries")
-    clickhouse_connections: int = Field(4, ge=1, le=32,
+    clickhouse_connections: int = Field(4, ge=2, le=32,
                                         description="ClickHouse connections per worker (a batch's tables are inserted at once)")
 
     # Windowed metrics.

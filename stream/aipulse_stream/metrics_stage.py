@@ -65,10 +65,24 @@ class MetricsStage:
             await self.writer.insert(table, [[r[k] for k in cols] for r in items], cols, crash_point=point)
 
     async def stop(self) -> None:
-        """Safe without start and twice: every drain is inserted before process() returns."""
+        """Safe without start and twice: the stage holds no rows (compute() hands them out)."""
         return None
 
     async def process(self, valid: list, last: dict[int, int], in_thread, still_owned=None) -> dict[int, int]:
+        """compute() then write(): the batch's rows stored, what may be acked returned."""
+        rows, progress, ackable = await self.compute(valid, last, in_thread, still_owned)
+        await self.write(rows, progress)
+        return ackable
+
+    async def write(self, rows: list[dict], progress: list[dict]) -> None:
+        """Store a drain's rows (insert ``compute``'s output of one batch, in batch order)."""
+        if rows or progress:
+            await self._insert(rows, progress)
+
+    async def compute(self, valid: list, last: dict[int, int], in_thread,
+                      still_owned=None) -> tuple[list[dict], list[dict], dict[int, int]]:
+        """Join and aggregate one batch: (window rows, progress rows, {partition: ackable
+        offset}); the offsets may be acked once both row lists are stored (write())."""
         first: dict[int, int] = {}
         for p, o, _ in valid:
             if p not in self._started and p not in first:
@@ -96,15 +110,13 @@ class MetricsStage:
         progress = self.agg.drain_progress()
         if self.alerts is not None:  # issue 6: store-only call, never blocks on I/O
             self.alerts.observe(rows, valid)
-        if rows or progress:
-            await self._insert(rows, progress)
         self._export_counters()
         out = {}
         for p in last:
             a = self.agg.ackable(p)
             if a is not None:
                 out[p] = a
-        return out
+        return rows, progress, out
 
     def _export_counters(self) -> None:
         if self.agg.late_total > self._late_seen:

@@ -1,13 +1,21 @@
 """The worker's batch pipeline, independent of Faust: validate, dead-letter, store, aggregate.
 
 ``process(batch)`` takes the messages of one batch (any partitions, in offset order per
-partition) and returns, per partition, the highest offset that may now be acked. It returns
-only after everything up to that offset is durably stored; storage failures are retried with
-backoff inside (the batch is held, so nothing unstored is ever committed)::
+partition), computes it, starts its writes and returns, per partition, the highest offset that
+may now be acked: everything up to it is durably stored. The batch's own writes run on while
+the caller fetches and computes the next batch (``process`` then waits for them before it
+starts the next writes, and reports their offsets); ``flush()`` waits for the writes in flight
+and reports theirs. Storage failures are retried with backoff inside (nothing unstored is ever
+reported, so nothing unstored is ever committed)::
 
     pipeline = Pipeline(settings, dlq_send=send)
     await pipeline.start()                      # connects, applies migrations
-    ackable = await pipeline.process(messages)  # {partition: offset}
+    ackable = await pipeline.process(messages)  # {partition: offset}, of the batches stored so far
+    ackable = await pipeline.flush()            # the rest (when the stream pauses, or to stop)
+
+The order that keeps replays exact: one batch's writes start only after the previous batch's
+have landed (the raw tables' stored offsets then never skip a batch), and a read of ClickHouse
+(a join lookup, a watermark, stored offsets) waits for the writes in flight.
 
 Window metrics (transforms/windows.py) write each window's contribution per (partition,
 offset block) as a row replaced on replay; offsets are acked only up to complete, stored
@@ -19,6 +27,7 @@ import asyncio
 import collections
 import gc
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -78,6 +87,10 @@ class Pipeline:
         self.metrics = None  # the window-metrics stage, made in start()
         self._tables_sampled_at = float("-inf")
         self._gc_full_at = time.monotonic()
+        # The last batch's writes, in flight: (task, {partition: ackable}, still_owned).
+        self._inflight: tuple[asyncio.Future, dict[int, int], Callable | None] | None = None
+        self._writes_landed = threading.Event()  # set when no write is in flight (reads wait)
+        self._writes_landed.set()
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -91,8 +104,13 @@ class Pipeline:
         self._started = True
 
     async def stop(self) -> None:
-        """Safe without start and safe twice. Nothing is held between batches (each
-        ``process`` returns only once its batch is stored), so there is nothing to flush."""
+        """Flushes the writes in flight (their offsets are not acked: the caller is stopping);
+        safe without start and safe twice."""
+        if self._inflight is not None:
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writes in flight at stop failed (they are replayed at the next start)")
         self._started = False
         if self.metrics is not None:
             await self.metrics.stop()
@@ -114,7 +132,10 @@ class Pipeline:
         return call
 
     def _run_sql(self, fn):
-        """Run fn(client) with this thread's client (called on the writer's threads)."""
+        """Run fn(client) with this thread's client (called on the writer's threads), once the
+        writes in flight have landed: a read must see the previous batch's rows, as it would
+        have before the writes overlapped the next batch (the writer has >= 2 threads)."""
+        self._writes_landed.wait()
         return fn(self.writer.client())
 
     # -- partitions ----------------------------------------------------------------------
@@ -133,6 +154,7 @@ class Pipeline:
         new = [p for p in partitions if p not in self._stored_upto]
         if not new:
             return
+        self._writes_landed.wait()
         self._stored_upto.update(stored_offsets(self.writer.client(), self.settings.database, self.topic,
                                                 RAW_TABLES, new))
 
@@ -188,16 +210,48 @@ class Pipeline:
             last[msg.partition] = max(last.get(msg.partition, -1), msg.offset)
         # The SDK's ledger (sdk_stats) is stored raw; only application events make windows.
         app_events = [t for t in valid if t[2].kind in APP_KINDS]
-        # Raw inserts (one per table, at once) run beside the join, the aggregation and the
-        # window insert: none of those reads this batch's raw rows (the join finds a batch's
-        # own interactions in memory), and nothing is acked before both are done.
-        windows = self.metrics.process(app_events, last, self._in_thread, still_owned)
-        if not to_store:
-            return await windows
-        stored, ackable = await asyncio.gather(self.raw_sink.write(to_store, self._note_stored), windows)
-        for table, n in stored.items():
-            m.STORED.labels(table).inc(n)
-        return ackable
+        rows, progress, ackable = await self.metrics.compute(app_events, last, self._in_thread, still_owned)
+        # This batch's writes (raw tables at once, beside window then progress rows) start once
+        # the previous batch's have landed, and run on while the caller fetches the next batch.
+        done = await self.flush()
+        self._start_writes(to_store, rows, progress, ackable, still_owned)
+        return done
+
+    def _start_writes(self, to_store, rows, progress, ackable, still_owned) -> None:
+        async def write() -> None:
+            stored = {}
+            if to_store:
+                stored, _ = await asyncio.gather(self.raw_sink.write(to_store, self._note_stored),
+                                                 self.metrics.write(rows, progress))
+            else:
+                await self.metrics.write(rows, progress)
+            for table, n in stored.items():
+                m.STORED.labels(table).inc(n)
+
+        self._writes_landed.clear()
+        task = asyncio.ensure_future(write())
+        task.add_done_callback(lambda _t: self._writes_landed.set())
+        self._inflight = (task, ackable, still_owned)
+
+    async def flush(self) -> dict[int, int]:
+        """Wait for the writes in flight; returns their ackable offsets ({} when none), less
+        partitions revoked since their batch was fetched (their state is gone; not ours to ack)."""
+        if self._inflight is None:
+            return {}
+        task, ackable, still_owned = self._inflight
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.cancel()
+            self._inflight = None
+            self._writes_landed.set()
+            raise
+        self._inflight = None
+        task.result()  # a write that failed for good ends the batch loop (the process replays)
+        if still_owned is None:
+            return dict(ackable)
+        return {p: o for p, o in ackable.items() if still_owned(p)}
 
     def _note_stored(self, table: str, upto: dict[int, int]) -> None:
         for p, off in upto.items():
