@@ -257,7 +257,12 @@ class Pipeline:
 
     def _note_stored(self, table: str, upto: dict[int, int]) -> None:
         for p, off in upto.items():
-            per_table = self._stored_upto.setdefault(p, dict.fromkeys(RAW_TABLES, -1))
+            # Only partitions still known: one revoked while this insert was in flight must be
+            # read again from ClickHouse when it comes back (its new owner stored more since);
+            # re-adding it here left a stale, lower offset and the comeback re-inserted rows.
+            per_table = self._stored_upto.get(p)
+            if per_table is None:
+                continue
             if off > per_table[table]:
                 per_table[table] = off
 
