@@ -321,7 +321,9 @@ async def profile_pipeline(stack: BenchStack, topic: str, total: int, limit: int
     prof.enable()
     for i in range(0, len(msgs), batch_size):
         await pipe.process(msgs[i:i + batch_size])
-    await pipe.flush()  # the last batch's writes
+        # Reads run inline on this thread here, and a read waits for the writes in flight,
+        # whose completion this same thread delivers: land them before the next batch.
+        await pipe.flush()
     prof.disable()
     secs = time.perf_counter() - t0
     await pipe.stop()
