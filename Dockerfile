@@ -19,7 +19,7 @@ COPY . .
 RUN /opt/aipulse/bin/pip install --no-deps . \
  && /opt/aipulse/bin/pip install \
       "pydantic>=2.6" "kafka-python>=2.1" "genai-prices>=0.0.40" "prometheus-client>=0.20" \
-      "faust-streaming==0.15.3" "cramjam>=2.8" "clickhouse-connect>=0.8" "pyyaml>=6.0" "bcrypt>=4.0" \
+      "faust-streaming==0.15.3" "cramjam>=2.8" "clickhouse-connect>=0.8" "msgspec>=0.22,<0.23" "pyyaml>=6.0" "bcrypt>=4.0" \
  && find /opt/aipulse -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}

@@ -114,6 +114,8 @@ class WorkerConfig(StageConfig):
     worker_metrics_host: str = Field("127.0.0.1", min_length=1,
                                      description="address /metrics listens on (0.0.0.0 in a container)")
     insert_retry_max_s: float = Field(30, gt=0, description="longest backoff between insert retries")
+    clickhouse_connections: int = Field(4, ge=2, le=32,
+                                        description="ClickHouse connections per worker (a batch's tables are inserted at once)")
     # Faust's own choices (its worker's -l option).
     log_level: str = Field("warn", pattern=r"^(?i:debug|info|warn|error|crit)$",
                            description="the worker's log level: debug, info, warn, error or crit")

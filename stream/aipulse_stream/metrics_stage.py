@@ -3,8 +3,9 @@
 Called by Pipeline.process() after the batch's raw events are stored (the join looks up
 interactions in the raw table, restricted to offsets before the feedback's own)::
 
-    stage = MetricsStage(settings, topic, run_sql)
+    stage = MetricsStage(settings, topic, run_sql, writer=writer)   # writer: sinks/writer.py
     ackable = await stage.process(valid, last_offsets, in_thread)   # {partition: offset}
+    await stage.stop()                                               # safe twice; holds nothing
 
 Each drain of the aggregator goes to ClickHouse as ONE insert: the hourly and daily rollup
 views are exact only when they see a block's full state in one insert (docs/metrics.md).
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import time
 
-from . import crashpoints
 from . import selfmetrics as m
 from .config import Settings
 from .sinks.retry import retry
@@ -22,8 +22,9 @@ from .transforms.windows import WindowAggregator, block_of, load_watermark
 
 
 class MetricsStage:
-    def __init__(self, settings: Settings, topic: str, run_sql):
+    def __init__(self, settings: Settings, topic: str, run_sql, writer=None):
         self.settings = settings
+        self.writer = writer  # the pipeline's ClickHouseWriter: window and progress rows go through it
         self.topic = topic
         self.agg = WindowAggregator(settings, topic)
         self._run_sql = run_sql  # run_sql(fn) -> fn(client), on the ClickHouse thread
@@ -48,20 +49,37 @@ class MetricsStage:
             self.agg.set_start(p, block, wm)
             self._started.add(p)
 
-    def _insert(self, rows: list[dict], progress: list[dict], spend: list[dict] = ()) -> None:
-        db = self.settings.database
-        # spend_top_window: same identity and version discipline as metrics_window (transforms/spend_top.py)
-        for table, items in (("metrics_window", rows), ("spend_top_window", spend), ("partition_progress", progress)):
+    async def _insert(self, rows: dict[str, list[dict]], progress: list[dict]) -> None:
+        """Window rows, the top spenders, then progress rows: each ONE insert (the rollups need a
+        block whole; spend_top_window keeps metrics_window's identity and version discipline,
+        transforms/spend_top.py)."""
+        for table, items, point in (("metrics_window", rows.get("metrics_window"), "after_window_insert"),
+                                    ("spend_top_window", rows.get("spend_top_window"), None),
+                                    ("partition_progress", progress, "after_progress_insert")):
             if not items:
                 continue
             cols = list(items[0])
-            started = time.perf_counter()
-            self._run_sql(lambda c: c.insert(f"{db}.{table}", [[r[k] for k in cols] for r in items], column_names=cols))
-            m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            if table != "spend_top_window":
-                crashpoints.reached("after_window_insert" if table == "metrics_window" else "after_progress_insert")
+            await self.writer.insert(table, [[r[k] for k in cols] for r in items], cols, crash_point=point)
+
+    async def stop(self) -> None:
+        """Safe without start and twice: the stage holds no rows (compute() hands them out)."""
+        return None
 
     async def process(self, valid: list, last: dict[int, int], in_thread, still_owned=None) -> dict[int, int]:
+        """compute() then write(): the batch's rows stored, what may be acked returned."""
+        rows, progress, ackable = await self.compute(valid, last, in_thread, still_owned)
+        await self.write(rows, progress)
+        return ackable
+
+    async def write(self, rows: dict[str, list[dict]], progress: list[dict]) -> None:
+        """Store a drain's rows (insert ``compute``'s output of one batch, in batch order)."""
+        if any(rows.values()) or progress:
+            await self._insert(rows, progress)
+
+    async def compute(self, valid: list, last: dict[int, int], in_thread,
+                      still_owned=None) -> tuple[dict[str, list[dict]], list[dict], dict[int, int]]:
+        """Join and aggregate one batch: ({table: window rows}, progress rows, {partition: ackable
+        offset}); the offsets may be acked once all of them are stored (write())."""
         first: dict[int, int] = {}
         for p, o, _ in valid:
             if p not in self._started and p not in first:
@@ -87,18 +105,15 @@ class MetricsStage:
                 add(p, o, ev, joined.get(ev.event_id))
         rows = self.agg.drain_rows()
         progress = self.agg.drain_progress()
-        spend = self.agg.spend.drain_rows(self.topic, self.settings.window_s)
-        if rows or progress:
-            await retry(in_thread(self._insert, rows, progress, spend), "insert window rows",
-                        self.settings.insert_retry_max_s,
-                        on_failure=lambda _e: m.INSERT_FAILURES.labels("metrics_window").inc())
+        # Window rows by table, in insert order (write()).
+        rows = {"metrics_window": rows, "spend_top_window": self.agg.spend.drain_rows(self.topic, self.settings.window_s)}
         self._export_counters()
         out = {}
         for p in last:
             a = self.agg.ackable(p)
             if a is not None:
                 out[p] = a
-        return out
+        return rows, progress, out
 
     def _export_counters(self) -> None:
         if self.agg.late_total > self._late_seen:

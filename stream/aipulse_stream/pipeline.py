@@ -1,13 +1,21 @@
 """The worker's batch pipeline, independent of Faust: validate, dead-letter, store, aggregate.
 
 ``process(batch)`` takes the messages of one batch (any partitions, in offset order per
-partition) and returns, per partition, the highest offset that may now be acked. It returns
-only after everything up to that offset is durably stored; storage failures are retried with
-backoff inside (the batch is held, so nothing unstored is ever committed)::
+partition), computes it, starts its writes and returns, per partition, the highest offset that
+may now be acked: everything up to it is durably stored. The batch's own writes run on while
+the caller fetches and computes the next batch (``process`` then waits for them before it
+starts the next writes, and reports their offsets); ``flush()`` waits for the writes in flight
+and reports theirs. Storage failures are retried with backoff inside (nothing unstored is ever
+reported, so nothing unstored is ever committed)::
 
     pipeline = Pipeline(settings, dlq_send=send)
     await pipeline.start()                      # connects, applies migrations
-    ackable = await pipeline.process(messages)  # {partition: offset}
+    ackable = await pipeline.process(messages)  # {partition: offset}, of the batches stored so far
+    ackable = await pipeline.flush()            # the rest (when the stream pauses, or to stop)
+
+The order that keeps replays exact: one batch's writes start only after the previous batch's
+have landed (the raw tables' stored offsets then never skip a batch), and a read of ClickHouse
+(a join lookup, a watermark, stored offsets) waits for the writes in flight.
 
 Window metrics (transforms/windows.py) write each window's contribution per (partition,
 offset block) as a row replaced on replay; offsets are acked only up to complete, stored
@@ -17,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -27,9 +36,10 @@ from . import crashpoints
 from . import selfmetrics as m
 from .config import Settings
 from .metrics_stage import MetricsStage
-from .sinks.raw_events import APP_KINDS, TABLES, column_names, rows_by_table
+from .sinks.raw_events import APP_KINDS, TABLES, RawEventsSink
 from .sinks.retry import retry
-from .storage.clickhouse import connect
+from .sinks.writer import ClickHouseWriter
+from .storage.clickhouse import stored_offsets, table_rows
 from .storage.migrations import migrate
 from .transforms.validate import Rejected, Validator
 
@@ -43,6 +53,13 @@ RECENT_IDS_MAX = 200_000
 TABLE_SAMPLE_EVERY_S = 30.0
 DLQ_TRUNCATED_BYTES = 64 * 1024  # what is kept of a dead letter too big for the DLQ topic
 
+# When the worker runs with the cyclic collector off (worker.py), the pipeline collects between
+# batches, now and then: the young generations every few seconds (a collection walks every
+# object still alive, and between batches those are mostly the batch in flight: every batch
+# cost as much as 15 % of the loop's time), everything once a minute (cycles that got old).
+GC_YOUNG_EVERY_S = 5.0
+GC_FULL_EVERY_S = 60.0
+
 RAW_TABLES = tuple(t for t, _cols in TABLES.values())
 DlqSend = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
 
@@ -53,6 +70,7 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int | None = None  # the Kafka record timestamp, epoch ms (validation's clock)
 
 
 class Pipeline:
@@ -63,55 +81,64 @@ class Pipeline:
         self.topic = topic or settings.topic
         self.validator = Validator(settings)
         self._dlq_send = dlq_send
-        # clickhouse-connect clients are not for concurrent use: one thread owns the client,
-        # and blocking HTTP calls stay off the event loop (Faust's heartbeats keep running).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aipulse-ch")
-        self._client = None
+        # One writer for every sink: a few connections, so a batch's tables go in at once.
+        self.writer = ClickHouseWriter(settings)
+        self.raw_sink = RawEventsSink(self.writer, self.topic)
         self._stored_upto: dict[int, dict[str, int]] = {}  # partition -> raw table -> highest stored offset
         self._recent_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.metrics = None  # the window-metrics stage, made in start()
         self._tables_sampled_at = float("-inf")
+        self._gc_full_at = self._gc_young_at = time.monotonic()
+        # The last batch's writes, in flight: (task, {partition: ackable}, still_owned).
+        self._inflight: tuple[asyncio.Future, dict[int, int], Callable | None] | None = None
+        self._writes_landed = threading.Event()  # set when no write is in flight (reads wait)
+        self._writes_landed.set()
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
+        """Connect and migrate; safe twice."""
         if self._started:
             return
-        await retry(self._in_thread(self._connect_and_migrate), "connect to ClickHouse and migrate",
-                    self.settings.insert_retry_max_s)
-        self.metrics = MetricsStage(self.settings, self.topic, self._run_sql)
+        await self.writer.start()
+        await self.writer.run(self._migrate, "connect to ClickHouse and migrate")
+        self.metrics = MetricsStage(self.settings, self.topic, self._run_sql, writer=self.writer)
         self._started = True
 
     async def stop(self) -> None:
-        """Safe without start and safe twice."""
-        self._started = False
-        if self._client is not None:
-            client, self._client = self._client, None
+        """Flushes the writes in flight (their offsets are not acked: the caller is stopping);
+        safe without start and safe twice."""
+        if self._inflight is not None:
             try:
-                await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
+                await self.flush()
             except Exception:
-                pass
-        self._executor.shutdown(wait=False)
+                log.exception("writes in flight at stop failed (they are replayed at the next start)")
+        self._started = False
+        if self.metrics is not None:
+            await self.metrics.stop()
+        await self.raw_sink.stop()
+        await self.writer.stop()
 
-    def _connect_and_migrate(self) -> None:
-        client = connect(self.settings)
+    def _migrate(self, client) -> None:
         applied = migrate(client, self.settings)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-        self._client = client
-
 
     def _in_thread(self, fn, *args):
-        loop = asyncio.get_running_loop()
+        """A retry-able call of ``fn(*args)`` on one of the writer's threads."""
+        writer = self.writer
 
-        async def call():
-            return await loop.run_in_executor(self._executor, fn, *args)
+        def call():
+            return writer._call(lambda _client: fn(*args))
 
         return call
 
     def _run_sql(self, fn):
-        """Run fn(client) on the ClickHouse thread (used by the metrics stage's lookups)."""
-        return fn(self._client)
+        """Run fn(client) with this thread's client (called on the writer's threads), once the
+        writes in flight have landed: a read must see the previous batch's rows, as it would
+        have before the writes overlapped the next batch (the writer has >= 2 threads)."""
+        self._writes_landed.wait()
+        return fn(self.writer.client())
 
     # -- partitions ----------------------------------------------------------------------
     def revoke(self, partitions: set[int]) -> None:
@@ -123,23 +150,15 @@ class Pipeline:
     def _load_stored_upto(self, partitions: list[int]) -> None:
         """Per partition, the highest offset already stored in EACH raw table.
 
-        Per table, not across them: the tables are written one insert after another, so a
+        Per table, not across them: the tables are written by separate inserts, so a
         worker that died between two of them has stored a batch in some tables only; its
         replay must still write the others (a max across tables skipped them for good)."""
         new = [p for p in partitions if p not in self._stored_upto]
         if not new:
             return
-        db = self.settings.database
-        plist = ",".join(str(int(p)) for p in new)
-        sql = " UNION ALL ".join(
-            f"SELECT '{t}', _partition, max(_offset) FROM {db}.{t} WHERE _topic = {{topic:String}} "
-            f"AND _partition IN ({plist}) GROUP BY _partition"
-            for t in RAW_TABLES
-        )
-        found: dict[int, dict[str, int]] = {p: dict.fromkeys(RAW_TABLES, -1) for p in new}
-        for table, p, off in self._client.query(sql, parameters={"topic": self.topic}).result_rows:
-            found[int(p)][table] = int(off)
-        self._stored_upto.update(found)
+        self._writes_landed.wait()
+        self._stored_upto.update(stored_offsets(self.writer.client(), self.settings.database, self.topic,
+                                                RAW_TABLES, new))
 
     def _stored(self, partition: int, table: str | None = None) -> int:
         """Highest stored offset of the partition in ``table`` (None: in any raw table).
@@ -159,20 +178,14 @@ class Pipeline:
         if not batch:
             return {}
         crashpoints.reached("after_fetch")
+        self._collect_garbage()
         m.BATCH_SIZE.observe(len(batch))
         m.CONSUMED.labels(self.topic).inc(len(batch))
         partitions = sorted({msg.partition for msg in batch})
         await retry(self._in_thread(self._load_stored_upto, partitions), "read stored offsets",
                     self.settings.insert_retry_max_s)
-        now = time.time()
-        valid = []
-        rejected = []
-        for msg in batch:
-            result = self.validator.check(msg.value, now)
-            if isinstance(result, Rejected):
-                rejected.append((msg, result.reason))
-            else:
-                valid.append((msg.partition, msg.offset, result))
+        # Judged against each record's Kafka timestamp: a replay reaches the same verdicts.
+        valid, rejected = self.validator.check_records(batch, time.time())
 
         # Dead letters first: once they are on the DLQ topic, their offsets may be acked.
         # (A rejected offset at or below a stored raw row was handled by an earlier run.)
@@ -193,25 +206,76 @@ class Pipeline:
                 continue
             self._remember(ev.event_id)
             to_store.append((p, o, ev))
-        if to_store:
-            for table, rows in rows_by_table(to_store, self.topic).items():
-                await retry(self._in_thread(self._insert, table, rows), f"insert into {table}",
-                            self.settings.insert_retry_max_s,
-                            on_failure=lambda _e, t=table: m.INSERT_FAILURES.labels(t).inc())
-                m.STORED.labels(table).inc(len(rows))
-                for r in rows:  # the source columns close each row: _topic, _partition, _offset
-                    per_table = self._stored_upto.setdefault(r[-2], dict.fromkeys(RAW_TABLES, -1))
-                    if r[-1] > per_table[table]:
-                        per_table[table] = r[-1]
-                crashpoints.reached(f"after_raw_insert:{table}")
-
         self._maybe_sample_tables()
         last = {}
         for msg in batch:
             last[msg.partition] = max(last.get(msg.partition, -1), msg.offset)
-        # The SDK's ledger (sdk_stats) is stored above; only application events make windows.
+        # The SDK's ledger (sdk_stats) is stored raw; only application events make windows.
         app_events = [t for t in valid if t[2].kind in APP_KINDS]
-        return await self.metrics.process(app_events, last, self._in_thread, still_owned)
+        rows, progress, ackable = await self.metrics.compute(app_events, last, self._in_thread, still_owned)
+        # This batch's writes (raw tables at once, beside window then progress rows) start once
+        # the previous batch's have landed, and run on while the caller fetches the next batch.
+        done = await self.flush()
+        self._start_writes(to_store, rows, progress, ackable, still_owned)
+        return done
+
+    def _start_writes(self, to_store, rows, progress, ackable, still_owned) -> None:
+        async def write() -> None:
+            stored = {}
+            if to_store:
+                stored, _ = await asyncio.gather(self.raw_sink.write(to_store, self._note_stored),
+                                                 self.metrics.write(rows, progress))
+            else:
+                await self.metrics.write(rows, progress)
+            for table, n in stored.items():
+                m.STORED.labels(table).inc(n)
+
+        self._writes_landed.clear()
+        task = asyncio.ensure_future(write())
+        task.add_done_callback(lambda _t: self._writes_landed.set())
+        self._inflight = (task, ackable, still_owned)
+
+    async def flush(self) -> dict[int, int]:
+        """Wait for the writes in flight; returns their ackable offsets ({} when none), less
+        partitions revoked since their batch was fetched (their state is gone; not ours to ack)."""
+        if self._inflight is None:
+            return {}
+        task, ackable, still_owned = self._inflight
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                task.cancel()
+            self._inflight = None
+            self._writes_landed.set()
+            raise
+        self._inflight = None
+        task.result()  # a write that failed for good ends the batch loop (the process replays)
+        if still_owned is None:
+            return dict(ackable)
+        return {p: o for p, o in ackable.items() if still_owned(p)}
+
+    def _note_stored(self, table: str, upto: dict[int, int]) -> None:
+        for p, off in upto.items():
+            # Only partitions still known: one revoked while this insert was in flight must be
+            # read again from ClickHouse when it comes back (its new owner stored more since);
+            # re-adding it here left a stale, lower offset and the comeback re-inserted rows.
+            per_table = self._stored_upto.get(p)
+            if per_table is None:
+                continue
+            if off > per_table[table]:
+                per_table[table] = off
+
+    def _collect_garbage(self) -> None:
+        if gc.isenabled():
+            return  # the interpreter's own schedule (tests, an embedding application)
+        now = time.monotonic()
+        if now - self._gc_full_at >= GC_FULL_EVERY_S:
+            gc.collect()
+            self._gc_full_at = self._gc_young_at = now
+        elif now - self._gc_young_at >= GC_YOUNG_EVERY_S:
+            gc.collect(1)
+            self._gc_young_at = now
 
     def _maybe_sample_tables(self) -> None:
         """Refresh the table-size gauges now and then (a cheap system.parts read, off the hot path)."""
@@ -221,25 +285,16 @@ class Pipeline:
         self._tables_sampled_at = now
         db = self.settings.database
 
-        def sample():
-            rows = self._client.query(
-                "SELECT table, sum(rows) FROM system.parts WHERE database = {db:String} AND active GROUP BY table",
-                parameters={"db": db}).result_rows
-            for table, n in rows:
+        def sample(client):
+            for table, n in table_rows(client, db):
                 m.TABLE_ROWS.labels(table).set(n)
 
-        fut = self._executor.submit(sample)
-        fut.add_done_callback(lambda f: f.exception())  # a failed sample only leaves the gauge stale
+        self.writer.submit(sample)  # off the hot path; a failed sample only leaves the gauge stale
 
     def _remember(self, event_id: str) -> None:
         self._recent_ids[event_id] = None
         if len(self._recent_ids) > RECENT_IDS_MAX:
             self._recent_ids.popitem(last=False)
-
-    def _insert(self, table: str, rows: list[list]) -> None:
-        started = time.perf_counter()
-        self._client.insert(f"{self.settings.database}.{table}", rows, column_names=column_names(table))
-        m.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
 
     async def _send_dead_letters(self, rejected: list[tuple[Message, str]]) -> None:
         """Send and remove from ``rejected`` one by one (so a retry resumes after the last delivered)."""

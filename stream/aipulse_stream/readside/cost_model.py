@@ -24,7 +24,7 @@ import json
 import math
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 
 
 from ..config import Settings

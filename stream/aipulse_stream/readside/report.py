@@ -27,7 +27,6 @@ import html
 import io
 import json
 import math
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

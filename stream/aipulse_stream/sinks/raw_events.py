@@ -2,14 +2,22 @@
 delivery ledger ``sdk_stats``), in batches.
 
 Column names are the event field names (see storage/migrations/001_raw_events.sql), plus
-the Kafka partition and offset the event came from.
+the Kafka partition and offset the event came from. :class:`RawEventsSink` writes one batch
+as one column-oriented insert per table, the tables at the same time (sinks/writer.py)::
+
+    sink = RawEventsSink(writer, topic)
+    await sink.write([(partition, offset, event), ...], on_stored)  # on_stored(table, {p: max offset})
 """
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Iterable
+from operator import itemgetter
+from typing import Callable, Iterable
 
 from aipulse.contract import Evaluation, Feedback, Interaction, SdkStats
+
+from .. import crashpoints
 
 INTERACTION_COLUMNS = (
     "event_id", "interaction_id", "schema_version", "ts", "service", "feature", "model", "provider",
@@ -69,3 +77,72 @@ def column_names(table: str) -> list[str]:
         if t == table:
             return list(cols) + list(SOURCE_COLUMNS)
     raise KeyError(table)
+
+
+def columns_by_table(items: Iterable[tuple[int, int, Interaction | Feedback | Evaluation | SdkStats]],
+                     topic: str) -> dict[str, tuple[list[list], dict[int, int]]]:
+    """Column-oriented twin of :func:`rows_by_table`: per table, (columns in
+    :func:`column_names` order, {partition: highest offset in them})."""
+    by_kind: dict[str, list] = {}
+    for item in items:
+        by_kind.setdefault(item[2].kind, []).append(item)
+    out: dict[str, tuple[list[list], dict[int, int]]] = {}
+    for kind, group in by_kind.items():
+        table, columns = TABLES[kind]
+        # One C-level call per event (a tuple of its fields, read from the model's __dict__),
+        # then one transpose: ~10x cheaper than a getattr per field and event.
+        rows = list(map(_ROW_GETTERS[kind], [ev.__dict__ for _p, _o, ev in group]))
+        cols: list = list(zip(*rows))
+        if kind == "interaction":
+            i = INTERACTION_COLUMNS.index("attributes")
+            cols[i] = [_attr_texts(a) if a else {} for a in cols[i]]
+        partitions = [p for p, _o, _e in group]
+        offsets = [o for _p, o, _e in group]
+        cols.append([topic] * len(group))
+        cols.append(partitions)
+        cols.append(offsets)
+        upto: dict[int, int] = {}
+        for p, o in zip(partitions, offsets):
+            if o > upto.get(p, -1):
+                upto[p] = o
+        out[table] = (cols, upto)
+    return out
+
+
+def _attr_texts(attrs: dict) -> dict:
+    for v in attrs.values():
+        if type(v) is not str:
+            return {k: _attr_text(v) for k, v in attrs.items()}
+    return attrs  # all text already (the common case): stored as is
+
+
+_ROW_GETTERS = {kind: itemgetter(*cols) for kind, (_t, cols) in TABLES.items()}
+
+
+class RawEventsSink:
+    """One batch of raw events: one column-oriented insert per table, all tables at once."""
+
+    def __init__(self, writer, topic: str):
+        self.writer = writer
+        self.topic = topic
+
+    async def start(self) -> None:  # the writer is started by its owner (the pipeline)
+        return None
+
+    async def stop(self) -> None:   # holds nothing between batches: nothing to flush
+        return None
+
+    async def write(self, items: list, on_stored: Callable[[str, dict[int, int]], None]) -> dict[str, int]:
+        """Store ``items`` ((partition, offset, event)); returns rows stored per table.
+        ``on_stored(table, {partition: highest offset})`` runs as each table's insert lands."""
+        if not items:
+            return {}
+        tables = columns_by_table(items, self.topic)
+
+        async def one(table: str, cols: list[list], upto: dict[int, int]) -> None:
+            await self.writer.insert(table, cols, column_names(table), column_oriented=True)
+            on_stored(table, upto)
+            crashpoints.reached(f"after_raw_insert:{table}")
+
+        await asyncio.gather(*(one(t, cols, upto) for t, (cols, upto) in tables.items()))
+        return {t: len(cols[-1]) for t, (cols, _u) in tables.items()}

@@ -46,8 +46,12 @@ CRASH_EXIT_CODE = 70
 
 
 class BatchHandler(Protocol):
+    """``process`` may leave a batch's writes running and report its offsets at a later call
+    (pipeline.py): it returns what is stored so far; ``flush`` waits for the rest."""
+
     async def start(self) -> None: ...
     async def process(self, records: list, still_owned) -> dict[int, int]: ...
+    async def flush(self) -> dict[int, int]: ...
     def revoke(self, partitions: set[int]) -> None: ...
 
 
@@ -59,6 +63,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._ack_next: dict[TP, int] = {}   # lowest offset not yet acked, per assigned tp
         self._epochs: dict[TP, int] = {}     # bumped at every revoke
         self._resync = False                 # a batch was abandoned: rewind to the commits first
+        self._tps: dict[int, TP] = {}        # partition -> TP of the events topic (acks of earlier batches)
 
     # -- rebalance -------------------------------------------------------------------------
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
@@ -121,6 +126,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     self._resync = False
                 batch, epochs = await self._gather(max_events, max_wait, consumer_stopped, fetcher_stopped)
                 if not batch:
+                    # The stream paused (or a batch was dropped at a rebalance): the last
+                    # batch's writes were left running; wait for them and ack what they stored.
+                    self._ack(await handler.flush(), {})
                     continue
                 still_owned = lambda p, _e=epochs, _t=self._epochs: _t.get(_e[p][0], 0) == _e[p][1]  # noqa: E731
                 try:
@@ -136,13 +144,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     # Revoked while the batch was processed: the state it rebuilt for those
                     # partitions is stale (their new owner restarts from the last commit).
                     handler.revoke(stale)
-                for p, upto in ackable.items():
-                    if p in stale or p not in epochs:
-                        continue
-                    tp = epochs[p][0]
-                    self.ack_upto(tp, upto)
-                    m.ACKED_OFFSET.labels(str(p)).set(upto)
-                self._export_lag(epochs, ackable)
+                # The offsets reported are of batches already stored (this one's or an earlier
+                # one's); the handler has dropped those of partitions revoked since their fetch.
+                self._ack(ackable, epochs)
         except asyncio.CancelledError:
             if self.transport.app.should_stop:
                 return
@@ -155,6 +159,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             log.exception("the batch pipeline crashed; exiting so the worker replays from the last commit")
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
+
+    def _ack(self, ackable: dict[int, int], epochs: dict) -> None:
+        for p, upto in ackable.items():
+            tp = self._tps.get(p)
+            if tp is None or tp not in self._ack_next:
+                continue  # revoked since (its _ack_next went with it): not ours to ack
+            self.ack_upto(tp, upto)
+            m.ACKED_OFFSET.labels(str(p)).set(upto)
+        self._export_lag(epochs or {p: (tp, 0) for p, tp in self._tps.items() if p in ackable}, ackable)
 
     async def _gather(self, max_events: int, max_wait: float, consumer_stopped, fetcher_stopped):
         """Fetch until ``max_events`` records or ``max_wait`` seconds after the first one.
@@ -194,6 +207,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 p = tp.partition
                 if p not in epochs:
                     epochs[p] = (tp, self._epochs.get(tp, 0))
+                    self._tps[p] = tp
                 self._note_first(tp, recs[0].offset)
                 read_offset[tp] = recs[-1].offset + 1
                 batch.extend(recs)

@@ -64,3 +64,29 @@ def resolve_url(settings: Settings) -> str:
 
 def connect(settings: Settings, **kwargs):
     return client_for_url(resolve_url(settings), **kwargs)
+
+
+# -- the worker's reads (every SQL read of the pipeline lives here) -----------------------
+
+def stored_offsets(client, database: str, topic: str, tables: tuple[str, ...],
+                   partitions: list[int]) -> dict[int, dict[str, int]]:
+    """Per partition, the highest ``_offset`` stored in EACH raw table (-1: none)."""
+    found: dict[int, dict[str, int]] = {p: dict.fromkeys(tables, -1) for p in partitions}
+    if not partitions:
+        return found
+    plist = ",".join(str(int(p)) for p in partitions)
+    sql = " UNION ALL ".join(
+        f"SELECT '{t}', _partition, max(_offset) FROM {database}.{t} WHERE _topic = {{topic:String}} "
+        f"AND _partition IN ({plist}) GROUP BY _partition"
+        for t in tables
+    )
+    for table, p, off in client.query(sql, parameters={"topic": topic}).result_rows:
+        found[int(p)][table] = int(off)
+    return found
+
+
+def table_rows(client, database: str) -> list[tuple[str, int]]:
+    """(table, active rows) of a database, from system.parts (cheap: no table is read)."""
+    return [(t, int(n)) for t, n in client.query(
+        "SELECT table, sum(rows) FROM system.parts WHERE database = {db:String} AND active GROUP BY table",
+        parameters={"db": database}).result_rows]
