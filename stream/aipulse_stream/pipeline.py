@@ -176,7 +176,8 @@ class Pipeline:
 
         # Dead letters first: once they are on the DLQ topic, their offsets may be acked.
         # (A rejected offset at or below a stored raw row was handled by an earlier run.)
-        fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored(msg.partition)]
+        fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored(msg.partition)
+                         and (still_owned is None or still_owned(msg.partition))]
         if fresh_rejects:
             # One list across retries: a retry re-sends only the letters not yet delivered.
             await retry(lambda: self._send_dead_letters(fresh_rejects), "send to the dead-letter topic",
@@ -195,6 +196,12 @@ class Pipeline:
             to_store.append((p, o, ev))
         if to_store:
             for table, rows in rows_by_table(to_store, self.topic).items():
+                if still_owned is not None:
+                    # Checked before each write: a worker frozen past its session timeout in the
+                    # previous insert must not write what the partition's new owner writes too.
+                    rows = [r for r in rows if still_owned(r[-2])]
+                    if not rows:
+                        continue
                 await retry(self._in_thread(self._insert, table, rows), f"insert into {table}",
                             self.settings.insert_retry_max_s,
                             on_failure=lambda _e, t=table: m.INSERT_FAILURES.labels(t).inc())
