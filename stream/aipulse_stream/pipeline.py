@@ -186,13 +186,14 @@ class Pipeline:
 
         # Raw events: skip what a previous run already stored in that event's table (a replay).
         to_store = []
+        in_batch: set[str] = set()
         for p, o, ev in valid:
             if o <= self._stored(p, TABLES[ev.kind][0]):
                 continue
-            if ev.event_id in self._recent_ids:
+            if ev.event_id in self._recent_ids or ev.event_id in in_batch:
                 m.DUPLICATES.inc()
                 continue
-            self._remember(ev.event_id)
+            in_batch.add(ev.event_id)
             to_store.append((p, o, ev))
         if to_store:
             for table, rows in rows_by_table(to_store, self.topic).items():
@@ -206,6 +207,8 @@ class Pipeline:
                             self.settings.insert_retry_max_s,
                             on_failure=lambda _e, t=table: m.INSERT_FAILURES.labels(t).inc())
                 m.STORED.labels(table).inc(len(rows))
+                for r in rows:  # remembered once written: rows skipped above are re-read, not duplicates
+                    self._remember(r[0])
                 for r in rows:  # the source columns close each row: _topic, _partition, _offset
                     per_table = self._stored_upto.setdefault(r[-2], dict.fromkeys(RAW_TABLES, -1))
                     if r[-1] > per_table[table]:
