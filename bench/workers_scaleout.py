@@ -35,10 +35,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import BenchStack, fmt_rate, machine, say, scrape  # noqa: E402
+from common import BenchStack, create_topic, fmt_rate, machine, say, scrape  # noqa: E402
 from worker_throughput import (DEFAULT_EVENTS, PARTITIONS, POLL_S, WORKER_TIMEOUT_S, bare_consume,  # noqa: E402
                                check_storage, proc_cpu_s, produce, progress_total)
-from common import create_topic  # noqa: E402
 
 CONSUMED = "aipulse_worker_consumed_total"
 

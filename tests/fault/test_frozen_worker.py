@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-from fault.helpers import (TopicWorkers, drain, drain_progress, gen, gen_services, group_assignment, produce,
+from fault.helpers import (TopicWorkers, drain_progress, gen, gen_services, group_assignment, produce,
                            raw_counts, relabel, row, wait_exact)
 from support import wait_for
 
@@ -128,7 +128,8 @@ def test_worker_frozen_in_its_insert_during_a_rebalance(stack, stack_settings, k
             time.sleep(FROZEN_S)            # > session timeout: the group moves b's partitions to a
             os.kill(frozen["pid"], signal.SIGCONT)
         fault_end = time.monotonic()
-        caught_up = drain(ch, prefix, triples, timeout=150, settings=group.settings)
+        caught_up = drain_progress(ch, prefix, triples, idle_s=60, settings=group.settings,
+                                   logs=[i["log"] for i in group.workers.values()])
         diffs = wait_exact(group.settings, triples, gen_services(prefix))
         rows, distinct = raw_counts(ch, prefix, group.settings)
         alive = group.healthy()
