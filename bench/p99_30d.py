@@ -216,8 +216,11 @@ def run(n: int, home: str | None, seed: int) -> dict:
         insert_windows(force=True)
         load_s = time.perf_counter() - t0
 
-        start = datetime.fromtimestamp(stream.start_ms / 1000 - 1, timezone.utc).replace(microsecond=0)
-        end = datetime.fromtimestamp(stream.start_ms / 1000 + stream.span_ms / 1000 + 2, timezone.utc).replace(microsecond=0)
+        # On the window grid: a window is read when its start is in [start, end), so the first
+        # window (starting before the first event) must not be cut off; the raw side reads the same range.
+        w = settings.window_s
+        start = datetime.fromtimestamp(stream.start_ms // 1000 // w * w - w, timezone.utc)
+        end = datetime.fromtimestamp((stream.start_ms + stream.span_ms) // 1000 // w * w + 2 * w, timezone.utc)
         a = time.perf_counter()
         sketch_rows = metrics_query(ch, settings, ["feature"], start, end, where={"service": [service]})
         sketch_s = time.perf_counter() - a
