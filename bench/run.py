@@ -1,7 +1,7 @@
 """The one benchmark command: every benchmark against the real local stack, repeated, summarized.
 
     .venv/bin/python bench/run.py                      # all benchmarks, 3 runs each (~25 min on 2 CPUs)
-    .venv/bin/python bench/run.py --quick              # 1 run each, smaller sizes (~6 min)
+    .venv/bin/python bench/run.py --quick              # 1 run each, smaller sizes, no p99 (~8 min)
     .venv/bin/python bench/run.py --only sketch,sdk    # a subset
     .venv/bin/python bench/run.py --readme             # also rewrite the README's benchmark table
 
@@ -37,7 +37,9 @@ README = ROOT / "README.md"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PY = sys.executable
 
-BENCHMARKS = ("sketch", "sdk", "worker", "freshness", "alerts", "footprint")
+BENCHMARKS = ("sketch", "sdk", "worker", "workers2", "freshness", "alerts", "footprint", "p99")
+# Left out of --quick unless named with --only: they take many minutes whatever the size.
+NOT_QUICK = ("p99",)
 
 
 def say(msg: str) -> None:
@@ -141,6 +143,36 @@ def bench_worker(runs: int, quick: bool, log: Path) -> dict:
     return repeated("worker", args, runs, log, 1800, pick)
 
 
+def bench_workers2(runs: int, quick: bool, log: Path) -> dict:
+    """Two workers in one group vs the bare loop (bench/workers_scaleout.py: bare, workers, bare)."""
+    events = "50000" if quick else "200000"
+    args = ["bench/workers_scaleout.py", "--json", "--events", events, "--workers", "2"]
+
+    def pick(d):
+        w, b = d["workers_rate"], d["bare_rate"]
+        out = {"workers.events_per_s": w, "bare.events_per_s": b, "ratio": w / b if b else None,
+               "workers.cpu_us_per_event": d["workers"].get("cpu_us_per_event"),
+               "bare.cpu_us_per_event": d["bare"].get("cpu_us_per_event")}
+        for i, p in enumerate(d["workers"]["per_process"].values(), 1):
+            out[f"worker{i}.cpu_us_per_event"] = p.get("cpu_us_per_event")
+        return out
+    return repeated("workers2", args, runs, log, 1800, pick)
+
+
+def bench_p99(runs: int, quick: bool, log: Path) -> dict:
+    """A 30-day P99 by feature from window rows vs quantileExact over 10 million raw events (one
+    pass: the events are the repetitions; bench/p99_30d.py)."""
+    args = ["bench/p99_30d.py", "--json", "--events", "1000000" if quick else "10000000"]
+
+    def pick(d):
+        out = {"events": d["events"], "window_rows": d["window_rows"], "bound": d["bound"]}
+        for f, x in d["features"].items():
+            out[f"{f}.rel_error_vs_quantile_exact"] = x["rel_error_vs_quantile_exact"]
+            out[f"{f}.rel_error_vs_same_rank"] = x["rel_error_vs_same_rank"]
+        return out
+    return repeated("p99", args, 1, log, 3600, pick)
+
+
 def bench_freshness(runs: int, quick: bool, log: Path) -> dict:
     args = ["bench/freshness.py", "--json", "--seconds", "30" if quick else "60"]
 
@@ -222,7 +254,7 @@ def bench_footprint(runs: int, quick: bool, log: Path) -> dict:
 
 
 RUNNERS = {"footprint": bench_footprint, "sketch": bench_sketch, "sdk": bench_sdk, "worker": bench_worker,
-           "freshness": bench_freshness, "alerts": bench_alerts}
+           "workers2": bench_workers2, "freshness": bench_freshness, "alerts": bench_alerts, "p99": bench_p99}
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -251,6 +283,21 @@ def markdown(results: dict) -> str:
                     f"| bare aiokafka + json.loads (mean of a run before and after the worker): "
                     f"{fmt(f.get('bare.events_per_s', {}), ' ev/s', digits=0)}, {fmt(f.get('bare.cpu_us_per_event', {}), ' µs', digits=1)} CPU/event "
                     f"| `bench/worker_throughput.py` |")
+    if "workers2" in r:
+        f = r["workers2"]["figures"]
+        per = " / ".join(fmt(v, ' µs', digits=1) for k, v in sorted(f.items())
+                         if k.startswith("worker") and k[6:7].isdigit())
+        rows.append(f"| two workers in one group, end to end into ClickHouse | {fmt(f.get('workers.events_per_s', {}), ' ev/s', digits=0)}, "
+                    f"{fmt(f.get('ratio', {}), 'x', digits=2)} of bare; CPU/event per process {per} "
+                    f"| bare aiokafka + json.loads (before and after): {fmt(f.get('bare.events_per_s', {}), ' ev/s', digits=0)}, "
+                    f"{fmt(f.get('bare.cpu_us_per_event', {}), ' µs', digits=1)} CPU/event | `bench/workers_scaleout.py` |")
+    if "p99" in r:
+        f = r["p99"]["figures"]
+        feats = sorted({k.split(".")[0] for k in f if k.endswith(".rel_error_vs_quantile_exact")})
+        errs = ", ".join(f"{x} {fmt(f[x + '.rel_error_vs_quantile_exact'], pct=True)}" for x in feats)
+        rows.append(f"| 30-day P99 by feature from window rows, relative error ({fmt(f.get('events', {}), '', digits=0)} events) | "
+                    f"{errs} | quantileExact(0.99) over the raw table; stated bound {fmt(f.get('bound', {}), pct=True)} "
+                    f"| `bench/p99_30d.py` |")
     if "freshness" in r:
         f = r["freshness"]["figures"]
         rows.append(f"| window freshness (row complete after window end), P50 / P99 | {fmt(f.get('p50_s', {}), ' s', digits=2)} / "
@@ -305,11 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each benchmark (default 3)")
     ap.add_argument("--quick", action="store_true", help="1 run each and smaller sizes")
-    ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma list of {', '.join(BENCHMARKS)}")
+    ap.add_argument("--only", default=None, help=f"comma list of {', '.join(BENCHMARKS)} (default: all; "
+                    f"--quick leaves out {', '.join(NOT_QUICK)})")
     ap.add_argument("--readme", action="store_true", help="rewrite the README's benchmark table")
     args = ap.parse_args(argv)
     runs = 1 if args.quick else args.runs
-    chosen = [b.strip() for b in args.only.split(",") if b.strip()]
+    only = args.only if args.only is not None else ",".join(
+        b for b in BENCHMARKS if not (args.quick and b in NOT_QUICK))
+    chosen = [b.strip() for b in only.split(",") if b.strip()]
     unknown = [b for b in chosen if b not in RUNNERS]
     if unknown:
         ap.error(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")

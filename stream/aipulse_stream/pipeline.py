@@ -41,7 +41,7 @@ from .sinks.retry import retry
 from .sinks.writer import ClickHouseWriter
 from .storage.clickhouse import stored_offsets, table_rows
 from .storage.migrations import migrate
-from .transforms.validate import Rejected, Validator
+from .transforms.validate import Validator
 
 log = logging.getLogger("aipulse.pipeline")
 
@@ -189,7 +189,8 @@ class Pipeline:
 
         # Dead letters first: once they are on the DLQ topic, their offsets may be acked.
         # (A rejected offset at or below a stored raw row was handled by an earlier run.)
-        fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored(msg.partition)]
+        fresh_rejects = [(msg, r) for msg, r in rejected if msg.offset > self._stored(msg.partition)
+                         and (still_owned is None or still_owned(msg.partition))]
         if fresh_rejects:
             # One list across retries: a retry re-sends only the letters not yet delivered.
             await retry(lambda: self._send_dead_letters(fresh_rejects), "send to the dead-letter topic",
@@ -198,13 +199,14 @@ class Pipeline:
 
         # Raw events: skip what a previous run already stored in that event's table (a replay).
         to_store = []
+        in_batch: set[str] = set()
         for p, o, ev in valid:
             if o <= self._stored(p, TABLES[ev.kind][0]):
                 continue
-            if ev.event_id in self._recent_ids:
+            if ev.event_id in self._recent_ids or ev.event_id in in_batch:
                 m.DUPLICATES.inc()
                 continue
-            self._remember(ev.event_id)
+            in_batch.add(ev.event_id)
             to_store.append((p, o, ev))
         self._maybe_sample_tables()
         last = {}
@@ -221,6 +223,19 @@ class Pipeline:
 
     def _start_writes(self, to_store, rows, progress, ackable, still_owned) -> None:
         async def write() -> None:
+            nonlocal to_store, rows, progress
+            if still_owned is not None:
+                # Checked as the writes start (the previous batch's have landed; this worker may
+                # have been frozen meanwhile): what a partition's new owner writes too, or a
+                # revoked epoch computed, is not written here.
+                to_store = [t for t in to_store if still_owned(t[0])]
+                rows = {t: [r for r in rs if still_owned(r["partition"])] for t, rs in rows.items()}
+                progress = [r for r in progress if still_owned(r["partition"])]
+            # Remembered only what is written (before the first await, so the next batch's dedup
+            # sees them): an event skipped for a revoked partition is re-read (by its next owner,
+            # maybe this worker) and must not be taken for a duplicate then.
+            for _p, _o, ev in to_store:
+                self._remember(ev.event_id)
             stored = {}
             if to_store:
                 stored, _ = await asyncio.gather(self.raw_sink.write(to_store, self._note_stored),

@@ -21,6 +21,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
 from support import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "metrics"))
@@ -269,6 +270,56 @@ def drain(ch, prefix: str, triples, timeout: float, settings=None) -> float:
     wait_for(lambda: stored_ids(ch, prefix, settings) >= expected, timeout=timeout,
              what=f"{expected} raw events with prefix {prefix}")
     return time.monotonic()
+
+
+def drain_progress(ch, prefix: str, triples, idle_s: float = 60.0, settings=None, limit_s: float = 900.0,
+                   logs=()) -> float:
+    """Wait until every distinct event of the triples is stored, failing when the stored count
+    has not grown for ``idle_s`` seconds (a stuck group, not a slow machine) or after
+    ``limit_s`` in all; returns when (monotonic). ``logs``: worker log paths whose tails the
+    failure message shows."""
+    expected = len({ev.event_id for _p, _o, ev in triples})
+    start = last_move = time.monotonic()
+    last = -1
+    while True:
+        now_stored = stored_ids(ch, prefix, settings)
+        now = time.monotonic()
+        if now_stored >= expected:
+            return now
+        if now_stored != last:
+            last, last_move = now_stored, now
+        if now - last_move > idle_s or now - start > limit_s:
+            tails = "".join(f"\n--- {p} (last lines)\n" + tail(p) for p in logs)
+            why = f"no new raw event for {idle_s:.0f}s" if now - last_move > idle_s else f"{limit_s:.0f}s in all"
+            pytest.fail(f"{why}: {now_stored} of {expected} raw events with prefix {prefix} stored{tails}")
+        time.sleep(0.5)
+
+
+def tail(path, lines: int = 40) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as err:
+        return f"({err})\n"
+
+
+def group_assignment(bootstrap: str, group: str, topic: str) -> list[list[int]]:
+    """The partitions of ``topic`` each member of a consumer group holds, as the group
+    coordinator says (one sorted list per member; [] = no members). Only that topic: Faust's
+    assignor also hands its leader a partition of the group's ``__assignor-__leader`` topic."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20_000)
+    try:
+        desc = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+    out = []
+    for member in desc.get("members") or []:
+        assignment = member.get("member_assignment") or {}
+        parts = assignment.get("assigned_partitions") or [] if isinstance(assignment, dict) else []
+        out.append(sorted(p for tp in parts if tp.get("topic") == topic for p in tp.get("partitions", [])))
+    return out
 
 
 def wait_acked(worker: TopicWorkers, triples, timeout: float = 120) -> None:

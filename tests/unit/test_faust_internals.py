@@ -77,3 +77,19 @@ def test_new_offset_commits_a_contiguous_run_of_acked_offsets():
     p._acked[tp].extend(range(12, 15))  # a hole at 10, 11: nothing committable
     p._committed_offset[tp] = 10
     assert p._new_offset(tp) is None
+
+
+def test_the_heartbeat_the_group_lease_listens_to():
+    """sources/kafka_batch.py's LeaseConsumerThread wraps the coordinator's ``_do_heartbeat``
+    (an instance attribute, looked up at every round of the heartbeat routine) once Faust's
+    consumer thread has created the aiokafka consumer in ``on_start``."""
+    from aiokafka.consumer import group_coordinator
+
+    from aipulse_stream.sources.kafka_batch import LeaseConsumerThread
+
+    routine = inspect.getsource(group_coordinator.GroupCoordinator._heartbeat_routine)
+    assert "await self._do_heartbeat()" in routine
+    assert inspect.iscoroutinefunction(group_coordinator.GroupCoordinator._do_heartbeat)
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread.on_start)
+    assert issubclass(LeaseConsumerThread, faust_aiokafka.AIOKafkaConsumerThread)
+    assert "def _new_consumer_thread" in inspect.getsource(faust_aiokafka.Consumer)

@@ -18,6 +18,15 @@ Partition epochs: every partition has an epoch that changes when it is revoked. 
 remembers the epochs it was fetched under; the handler is told (``still_owned``) so that
 nothing computed under an old epoch is written, and nothing of it is acked.
 
+The group lease: a worker frozen (SIGSTOP, a long GC or VM pause, a starved host) longer than
+the session timeout has been removed from the group and its partitions handed to another
+member, but it learns so only at its next heartbeat, after its resumed batch went on writing
+what the new owner writes too. So ``still_owned`` is also False once the last heartbeat the
+coordinator accepted was *sent* more than ``session timeout - LEASE_MARGIN_S`` ago (the
+coordinator cannot have expired the member before that): every assigned partition is then
+treated as lost (epochs bumped, handler state forgotten, re-read from the commits), as Kafka's
+Java client does in ``onPartitionsLost``.
+
 This relies on private names of faust-streaming (pinned in pyproject.toml);
 tests/unit/test_faust_internals.py fails when one of them changes.
 """
@@ -43,6 +52,9 @@ FETCH_TIMEOUT_S = 1.0
 # partitions no longer matches what is committed. (Faust's supervisor would restart an agent
 # in-process and the next batch would ack past the crashed one.)
 CRASH_EXIT_CODE = 70
+# A write must start this long before the coordinator could expire the member: the time one
+# insert may take to land (see "The group lease" above).
+LEASE_MARGIN_S = 3.0
 
 
 class BatchHandler(Protocol):
@@ -64,8 +76,47 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._epochs: dict[TP, int] = {}     # bumped at every revoke
         self._resync = False                 # a batch was abandoned: rewind to the commits first
         self._tps: dict[int, TP] = {}        # partition -> TP of the events topic (acks of earlier batches)
+        self._alive_at = time.monotonic()    # when the last accepted heartbeat (or join) was sent
+        self._lease_s = self.app.conf.broker_session_timeout - LEASE_MARGIN_S
+
+    # -- the group lease ---------------------------------------------------------------------
+    def _new_consumer_thread(self):
+        return LeaseConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def renew_lease(self, sent_at: float) -> None:
+        """A heartbeat sent at ``sent_at`` (monotonic) was accepted (the consumer thread)."""
+        if sent_at > self._alive_at:
+            self._alive_at = sent_at
+
+    def lease_valid(self) -> bool:
+        """False once the coordinator may have removed this member (module docstring); the
+        partitions are then dropped as lost, once per expiry."""
+        if time.monotonic() - self._alive_at < self._lease_s:
+            self._lost = False
+            return True
+        self._resync = True  # what is dropped meanwhile is re-read from the commits
+        if not self._lost:
+            self._lost = True
+            lost = set(self.assignment()) | set(self._ack_next)
+            log.warning("group lease expired (last accepted heartbeat sent %.1fs ago): dropping "
+                        "partitions %s as lost until the group confirms them",
+                        time.monotonic() - self._alive_at, sorted(tp.partition for tp in lost))
+            for tp in lost:
+                self._epochs[tp] = self._epochs.get(tp, 0) + 1
+                self._ack_next.pop(tp, None)
+            handler = self.app.batch_handler
+            if handler is not None:
+                handler.revoke({tp.partition for tp in lost})
+        return False
+
+    _lost = False
 
     # -- rebalance -------------------------------------------------------------------------
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self.renew_lease(time.monotonic())  # a completed join is an accepted membership
+        self._lost = False
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
@@ -130,7 +181,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     # batch's writes were left running; wait for them and ack what they stored.
                     self._ack(await handler.flush(), {})
                     continue
-                still_owned = lambda p, _e=epochs, _t=self._epochs: _t.get(_e[p][0], 0) == _e[p][1]  # noqa: E731
+                still_owned = lambda p, _e=epochs, _t=self._epochs: (  # noqa: E731
+                    self.lease_valid() and _t.get(_e[p][0], 0) == _e[p][1])
                 try:
                     ackable = await handler.process(batch, still_owned)
                 except asyncio.CancelledError:
@@ -237,6 +289,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if upto is None:
                 upto = self._ack_next.get(tp, 0) - 1
             m.CONSUMER_LAG.labels(str(p)).set(max(0, hw - (upto + 1)))
+
+
+class LeaseConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread, telling the batch consumer of every accepted heartbeat."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        coordinator = self._consumer._coordinator
+        do_heartbeat = coordinator._do_heartbeat
+        renew = self.consumer.renew_lease
+
+        async def heartbeat():
+            sent_at = time.monotonic()
+            accepted = await do_heartbeat()
+            if accepted:  # (also True while the group rebalances: the member is still in it)
+                renew(sent_at)
+            return accepted
+
+        coordinator._do_heartbeat = heartbeat
 
 
 class BatchTransport(faust_aiokafka.Transport):
