@@ -8,7 +8,7 @@
     aipulse cost-model --volume 10000/day [--feature F] [--ceiling USD] [--json]
     aipulse demo [--out DIR] [--speed N] [--seconds 300]
     aipulse grafana export | deploy | render
-    aipulse replay --topic aipulse.events --from-time -2h | --from-offset N [--to-...] [--partition P]
+    aipulse replay --topic aipulse.events --from-time=-2h | --from-offset N [--to-...] [--partition P]
     aipulse worker
 
 Why lazily: building the parser must not import Grafana's SDK, faust or chDB, so that

@@ -1,7 +1,7 @@
 """``aipulse replay --topic T --from-offset N | --from-time TIME [--to-offset N | --to-time TIME]
 [--partition P] [--wait S] [--json]``: re-feed stored Kafka records into ClickHouse, idempotently.
 
-    aipulse replay --topic aipulse.events --from-time -2h           # backfill / recount the last 2 hours
+    aipulse replay --topic aipulse.events --from-time=-2h           # backfill / recount the last 2 hours
     aipulse replay --topic aipulse.events.dlq --from-offset 0       # after a fix: redeliver dead letters
 
 How each topic is replayed and why it changes nothing already stored:
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic", required=True, help="the events topic (AIPULSE_TOPIC) or its dead-letter topic (AIPULSE_DLQ_TOPIC)")
     start = p.add_mutually_exclusive_group(required=True)
     start.add_argument("--from-offset", type=int, metavar="N", help="first offset, in every chosen partition")
-    start.add_argument("--from-time", metavar="TIME", help="first record at or after TIME (RFC 3339, epoch seconds, -2h)")
+    start.add_argument("--from-time", metavar="TIME", help="first record at or after TIME (RFC 3339, epoch seconds, or relative as --from-time=-2h)")
     end = p.add_mutually_exclusive_group()
     end.add_argument("--to-offset", type=int, metavar="N", help="last offset (inclusive); default: the end of the topic now")
     end.add_argument("--to-time", metavar="TIME", help="stop before the first record at or after TIME")
