@@ -8,6 +8,7 @@
     aipulse cost-model --volume 10000/day [--feature F] [--ceiling USD] [--json]
     aipulse demo [--out DIR] [--speed N] [--seconds 300]
     aipulse grafana export | deploy | render
+    aipulse replay --topic aipulse.events --from-time=-2h | --from-offset N [--to-...] [--partition P]
     aipulse worker
 
 Why lazily: building the parser must not import Grafana's SDK, faust or chDB, so that
@@ -50,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cost-model": ("cost_model", "projected daily and monthly cost at a request volume"),
     "demo": ("demo", "a support assistant on real-trace traffic, an incident, alerts, charts, dashboards"),
     "grafana": ("grafana", "Grafana provisioning: export the files, deploy to a running Grafana, render previews"),
+    "replay": ("replay", "re-feed a range of the events or dead-letter topic into ClickHouse, idempotently"),
     "worker": ("worker", "run one stream worker configured from AIPULSE_* (as compose and deployments start it)"),
 }
 

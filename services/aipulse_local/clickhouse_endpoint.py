@@ -341,6 +341,7 @@ class Handler(BaseHTTPRequestHandler):
                                        insert_data, insert_format, insert_target, role=role, readonly=readonly)
         summary["elapsed_ns"] = str(int((time.perf_counter() - started) * 1e9))
         text = sql if isinstance(sql, str) else sql.decode("latin-1")
+        _refuse_session_state(text)
         if insert_data is not None or not _RESULT_STATEMENT.match(text):
             return out, summary, ""
         m = _TRAILING_FORMAT.search(text)
@@ -351,6 +352,30 @@ class Handler(BaseHTTPRequestHandler):
         headers["X-ClickHouse-Exception-Code"] = code
         headers["Content-Type"] = "text/plain; charset=UTF-8"
         self._reply(status, (text + "\n").encode("utf-8", errors="replace"), headers)
+
+
+# Statements whose whole effect is state kept for later requests of the same session.
+_SESSION_STATE = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*(SET\s+(?!ROLE\b)|CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\s+TABLE\b)",
+                            re.I | re.S)
+
+
+def _refuse_session_state(sql: str) -> None:
+    """Refuse, after it ran, a statement that only a session would keep (``SET x = 1``, ``CREATE
+    TEMPORARY TABLE``): every request has a connection of its own here, so the next request of
+    the same ``session_id`` would silently not see it; a ClickHouse server would. An error says
+    what to do instead, rather than a success that does nothing.
+
+    It runs after the engine so that what the engine refuses first (a reader's ``SET readonly = 0``:
+    READONLY) keeps its own error; nothing of the statement outlives its connection either way."""
+    m = _SESSION_STATE.match(sql)
+    if not m:
+        return
+    what = "SET" if m.group(1).upper().startswith("SET") else "CREATE TEMPORARY TABLE"
+    hint = ("pass the setting with each query (clickhouse-connect: settings={...})" if what == "SET"
+            else "use a regular table, or a ClickHouse server")
+    raise _HttpError(400, "48", f"Code: 48. DB::Exception: {what} would last for one request only: the aipulse "
+                     f"local endpoint keeps no session state (session_id is accepted but each request runs on "
+                     f"its own connection); {hint}. (NOT_IMPLEMENTED)")
 
 
 def _form_fields(content_type: str, body: bytes) -> tuple[dict, dict]:

@@ -326,3 +326,49 @@ def test_queries_run_concurrently(endpoint, writer):
         quick_client.close()
     assert quick < done["slow"], "the quick query waited for the slow one"
     assert done["slow"] - t0 >= 2.9
+
+
+# -- Faithful where clients rely on it (issue 12): what the endpoint cannot do is refused, never faked.
+
+def test_session_state_is_refused_not_silently_dropped(writer):
+    """A ClickHouse server keeps ``SET`` and temporary tables for the next request of the same
+    session_id (clickhouse-connect sends one by default); here each request has its own
+    connection, so both are refused with what to do instead. Per-query settings still work."""
+    for statement in ("SET max_threads = 1", "  /* c */ set join_use_nulls = 1",
+                      "CREATE TEMPORARY TABLE tmp_s (x UInt8)"):
+        with pytest.raises(DatabaseError) as err:
+            writer.command(statement)
+        text = str(err.value)
+        assert "Code: 48" in text and "keeps no session state" in text, text[:300]
+    assert "settings={...}" in _refusal(writer, "SET max_threads = 1")
+    assert writer.query("SELECT getSetting('max_threads')", settings={"max_threads": 3}).result_rows == [(3,)]
+    assert writer.query("SELECT getSetting('max_threads')").result_rows != [(1,)]
+
+
+def _refusal(client, statement: str) -> str:
+    try:
+        client.command(statement)
+    except DatabaseError as err:
+        return str(err)
+    pytest.fail(f"{statement!r} was accepted")
+
+
+def test_external_data_is_refused_with_a_clickhouse_error(writer):
+    from clickhouse_connect.driver.external import ExternalData
+
+    data = ExternalData(file_name="ids.csv", data=b"1\n2\n", fmt="CSV", structure=["id UInt32"])
+    with pytest.raises(DatabaseError) as err:
+        writer.query("SELECT count() FROM ids", external_data=data)
+    text = str(err.value)
+    assert "Code: 48" in text and "external data tables are not supported" in text, text[:300]
+    assert writer.query("SELECT 1").result_rows == [(1,)]  # the connection is still good
+
+
+def test_an_error_late_in_a_large_result_is_an_error_not_a_short_result(writer):
+    sql = "SELECT number, throwIf(number = 999999, 'late failure') AS x FROM numbers(1000000)"
+    for read in (lambda: writer.query(sql).result_rows, lambda: writer.query_df(sql),
+                 lambda: list(writer.query_rows_stream(sql))):
+        with pytest.raises(DatabaseError) as err:
+            read()
+        assert "late failure" in str(err.value) and "395" in str(err.value), str(err.value)[:300]
+    assert len(writer.query("SELECT number FROM numbers(1000000)").result_rows) == 1000000
