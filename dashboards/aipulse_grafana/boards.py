@@ -105,8 +105,8 @@ def reliability(db: str, t: Targets) -> Board:
                  metric_sql(["low_confidence_rate"], db, by="model", series=True),
                  ["time", "model", "low_confidence_rate"], unit=PCT)
     b.prom("Circuit breaker state changes", "When did a circuit breaker open or close (SDK)?",
-           [("sum by (breaker, to) (increase(aipulse_sdk_circuit_transitions_total[$__rate_interval]))",
-             "{{breaker}} -> {{to}}")])
+           [("sum by (circuit, to) (increase(aipulse_sdk_circuit_transitions_total[$__rate_interval]))",
+             "{{circuit}} -> {{to}}")])
     b.table("Reliability by feature and model", "Which feature/model pair is least reliable over the range?",
             metric_sql(["requests", "error_rate", "timeout_rate", "fallback_rate", "escalation_rate",
                         "rejected_input_rate", "rejected_output_rate", "low_confidence_rate"], db, by="feature, model"),

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from aipulse_stream.config import Settings
+from aipulse_stream.config import EVENTS_TOPIC_CONFIG, Settings
 
 from . import prometheus
 from .alertmanager import healthy as alertmanager_healthy
@@ -151,6 +151,7 @@ def up(settings: Settings, progress: Progress = _quiet, worker: bool = True) -> 
         # A dead letter is the original message plus headers: give the DLQ room above the
         # broker's limit for the source topic so the original bytes always fit.
         settings.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
+        settings.topic: EVENTS_TOPIC_CONFIG,  # records stamped by the broker (aipulse_stream.app)
     }, options=settings.kafka_security.client_options() if settings.kafka_bootstrap else None)  # an external broker's TLS/SASL
 
     if settings.clickhouse_url:

@@ -32,6 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 ENV_PREFIX = "AIPULSE_"
 
 
+# The events topic's records carry the broker's append time, not the producer's: validation
+# judges an event's ts against its record's timestamp (transforms/validate.py), a clock that a
+# replay reads back identically; with CreateTime the SDK's own stamp (the event's ts) would make
+# the future/past limits judge the event against itself.
+EVENTS_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+
 class ConfigError(ValueError):
     """A configuration mistake, worded as one line saying what to fix."""
 

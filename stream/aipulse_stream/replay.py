@@ -337,16 +337,15 @@ async def _replay_events(settings: Settings, consumer: KafkaConsumer, ranges, pr
     pipeline = Pipeline(settings, dlq_send=dlq_send, topic=settings.topic)
     await pipeline.start()
     try:
-        if pipeline.metrics.alerts is not None:  # history is not news: the worker's detector saw it
-            pipeline.metrics.alerts.stop()
-            pipeline.metrics.alerts = None
-        report.raw_before = await asyncio.get_running_loop().run_in_executor(
-            pipeline._executor, _raw_counts, pipeline._client, settings, settings.topic, ranges)
+        # The pipeline never pages (the alert evaluator is a worker service, not started here).
+        report.raw_before = await pipeline.writer.run(
+            lambda c: _raw_counts(c, settings, settings.topic, ranges), "count the stored raw rows")
         for batch in _read(consumer, settings.topic, ranges, settings.batch_max_events, progress):
             await pipeline.process(batch)
             report.read += len(batch)
-        report.raw_after = await asyncio.get_running_loop().run_in_executor(
-            pipeline._executor, _raw_counts, pipeline._client, settings, settings.topic, ranges)
+        await pipeline.flush()  # the last batch's writes are in flight until flushed
+        report.raw_after = await pipeline.writer.run(
+            lambda c: _raw_counts(c, settings, settings.topic, ranges), "count the stored raw rows")
     finally:
         await pipeline.stop()
         if producer is not None:

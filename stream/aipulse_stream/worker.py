@@ -22,7 +22,7 @@ from typing import Sequence
 from prometheus_client import start_http_server
 
 from .app import check_credentials, create_app
-from .config import ConfigError, Settings
+from .config import EVENTS_TOPIC_CONFIG, ConfigError, Settings
 from .pipeline import Pipeline
 from .storage.clickhouse import ClickHouseUnavailable, resolve_url
 
@@ -46,7 +46,7 @@ def build(settings: Settings, services: Sequence = ()):
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     events = app.topic(settings.topic, value_type=bytes, key_type=bytes, value_serializer="raw",
-                       key_serializer="raw", partitions=settings.topic_partitions)
+                       key_serializer="raw", partitions=settings.topic_partitions, config=EVENTS_TOPIC_CONFIG)
     dlq = app.topic(settings.dlq_topic, value_type=bytes, key_type=bytes, value_serializer="raw",
                     key_serializer="raw", partitions=settings.topic_partitions)
 

@@ -26,6 +26,7 @@ from support import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "metrics"))
 import gen  # noqa: E402  (the metrics suite's deterministic generator)
+from aipulse_stream.config import EVENTS_TOPIC_CONFIG  # noqa: E402
 
 PARTITIONS = 4
 GROUPINGS = (["service"], ["service", "feature", "model", "variant"], ["model"], ["variant", "feature"])
@@ -43,12 +44,12 @@ def relabel(triples, prefix: str):
     return out
 
 
-def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+def create_topics(bootstrap: str, topics: dict[str, int], configs: dict[str, dict] | None = None) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20_000)
     try:
-        admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
+        admin.create_topics([NewTopic(t, n, 1, topic_configs=(configs or {}).get(t, {})) for t, n in topics.items()])
     finally:
         admin.close()
 
@@ -68,7 +69,8 @@ class TopicWorkers:
         self.group = f"aipulse-test-{tag}"
         self.name = f"worker-{tag}"
         self.bootstrap = kafka_bootstrap
-        create_topics(kafka_bootstrap, {self.topic: partitions, self.dlq_topic: partitions})
+        create_topics(kafka_bootstrap, {self.topic: partitions, self.dlq_topic: partitions},
+                      configs={self.topic: EVENTS_TOPIC_CONFIG})
         # A database of its own: the raw tables carry (_partition, _offset) but not the topic, and
         # the worker's replay skip reads the highest stored offset per partition, so one database
         # serves one events topic (see docs/faults.md, "left to do").
