@@ -32,10 +32,10 @@ log = logging.getLogger("aipulse.worker")
 # a million short-lived objects at once (almost none in cycles), and with the interpreter's
 # thresholds every young collection walks all of them again. The worker turns it off and the
 # pipeline collects between batches instead, when the batch is gone (pipeline.py).
-# The ClickHouse client's threads need the GIL back after each socket call; while the event
-# loop computes a batch they waited up to the default 5 ms switch interval per call (100
-# calls: 31 ms idle vs 552 ms busy). 0.5 ms keeps inserts flowing beside the computation.
-SWITCH_INTERVAL_S = 0.0005
+# The interpreter's switch interval stays at its default (5 ms): a 0.5 ms interval, meant to hand
+# the GIL back to the ClickHouse threads sooner, measured slower on this 2-CPU machine (17,548
+# vs 20,705 events/s, 55.1 vs 44.9 µs CPU per event; bench/worker_throughput.py --events 700000,
+# 2026-12-02): four writer threads then switch ten times as often.
 
 def build(settings: Settings, services: Sequence = ()):
     """Create the app, declare its topics and attach the pipeline; returns the Faust app.
@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None, services: Sequence = ()) -> int:
     # collector's sight, so that its rounds only look at what the batches make.
     gc.freeze()
     gc.disable()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Faust's own CLI runs the worker (signals, graceful stop, logging); no web server:
     # /metrics is prometheus_client's, on AIPULSE_WORKER_METRICS_PORT.
     sys.argv = [sys.argv[0], "worker", "--without-web", "-l", settings.log_level]
