@@ -32,6 +32,9 @@ MAY_BE_EMPTY = {
     # that is rare (600 incident requests of the demo app opened it 0 times), so a short run
     # usually has no transition to count.
     "aipulse-reliability: Circuit breaker state changes": "the demo's breaker rarely opens",
+    # Lists the models without a known price; every model of the demo app has one (its
+    # "Unpriced interactions" stat beside it still draws, at 0).
+    "aipulse-cost: Unpriced by model": "the demo's models are all priced",
 }
 
 
