@@ -324,6 +324,18 @@ def group_assignment(bootstrap: str, group: str, topic: str) -> list[list[int]]:
     return out
 
 
+def committed_offsets(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset per partition of ``topic`` (none yet: absent)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        got = admin.list_group_offsets({group_id: None}).get(group_id, {})
+    finally:
+        admin.close()
+    return {tp.partition: om.offset for tp, om in got.items() if tp.topic == topic and om.offset >= 0}
+
+
 def wait_acked(worker: TopicWorkers, triples, timeout: float = 120) -> None:
     """The worker has consumed as many messages as the stream holds."""
     wait_for(lambda: worker.metric("aipulse_worker_consumed_total") >= len(triples), timeout=timeout,

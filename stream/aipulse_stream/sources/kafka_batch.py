@@ -224,7 +224,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _gather(self, max_events: int, max_wait: float, consumer_stopped, fetcher_stopped):
         """Fetch until ``max_events`` records or ``max_wait`` seconds after the first one.
 
-        Returns (records, {partition: (tp, epoch)}); records of a generation that ended while
+        Returns (records, {partition: (tp, epoch)}); nothing when a fetch waited its timeout
+        with nothing gathered (the stream paused); records of a generation that ended while
         gathering are dropped (their partitions are re-read from the commits after the rebalance)."""
         batch: list = []
         epochs: dict[int, tuple[TP, int]] = {}
@@ -263,6 +264,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._note_first(tp, recs[0].offset)
                 read_offset[tp] = recs[-1].offset + 1
                 batch.extend(recs)
+            if not batch and not records:
+                # A fetch timed out with nothing gathered: the stream paused. Return, so that
+                # the caller waits for the last batch's writes and acks them (they would wait
+                # for the next record otherwise: no commit, and the lag never drains).
+                return [], {}
             if batch and deadline is None:
                 deadline = time.monotonic() + max_wait
             if batch and (len(batch) >= max_events or time.monotonic() >= deadline):
