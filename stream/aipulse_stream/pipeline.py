@@ -94,16 +94,19 @@ class Pipeline:
         self._writes_landed = threading.Event()  # set when no write is in flight (reads wait)
         self._writes_landed.set()
         self._started = False
+        self._start_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect and migrate; safe twice."""
-        if self._started:
-            return
-        await self.writer.start()
-        await self.writer.run(self._migrate, "connect to ClickHouse and migrate")
-        self.metrics = MetricsStage(self.settings, self.topic, self._run_sql, writer=self.writer)
-        self._started = True
+        """Connect and migrate; safe twice, and from two tasks at once (the batch source, and
+        the worker before it starts the alert evaluator, which reads the migrated tables)."""
+        async with self._start_lock:
+            if self._started:
+                return
+            await self.writer.start()
+            await self.writer.run(self._migrate, "connect to ClickHouse and migrate")
+            self.metrics = MetricsStage(self.settings, self.topic, self._run_sql, writer=self.writer)
+            self._started = True
 
     async def stop(self) -> None:
         """Flushes the writes in flight (their offsets are not acked: the caller is stopping);

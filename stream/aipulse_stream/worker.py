@@ -67,6 +67,9 @@ def build(settings: Settings, services: Sequence = ()):
 
     @app.task
     async def start_services():
+        if services:
+            # After the migrations: the evaluator's first queries read the tables they create.
+            await pipeline.start()
         for service in services:
             service.start()
 
