@@ -221,8 +221,12 @@ def rollout(db: str, t: Targets) -> Board:
 def pipeline(db: str, t: Targets) -> Board:
     b = Board("aipulse-pipeline", "aipulse / Pipeline health", db, "Is aipulse itself keeping up (Prometheus)?",
               time_from="now-3h")
-    b.prom("Consumer lag (offsets)", "How far behind the newest events are the workers, per partition?",
-           [("max by (partition) (aipulse_worker_consumer_lag)", "partition {{partition}}")])
+    b.prom("Consumer lag (offsets)", "How far behind the newest events are the workers, per partition? Unread: "
+           "not fetched yet (should drain to 0). Uncommitted: not yet committed; offsets are committed a whole "
+           "block at a time, so up to one block (AIPULSE_OFFSET_BLOCK) per partition stays here while the "
+           "stream pauses: read and stored, replayed only if the worker restarts.",
+           [("max by (partition) (aipulse_worker_unread_offsets)", "unread p{{partition}}"),
+            ("max by (partition) (aipulse_worker_consumer_lag)", "uncommitted p{{partition}}")])
     b.prom("Events in / out", "Do the workers store what they consume?",
            [("sum(rate(aipulse_worker_consumed_total[$__rate_interval]))", "consumed/s"),
             ("sum by (kind) (rate(aipulse_worker_stored_total[$__rate_interval]))", "stored {{kind}}/s")], unit="ops")

@@ -22,6 +22,11 @@ BATCH_SIZE = Histogram(
 )
 READY = Gauge("aipulse_worker_ready", "1 once the worker has started and joined its consumer group")
 CONSUMER_LAG = Gauge("aipulse_worker_consumer_lag", "Log end offset minus the committable offset, per partition", ["partition"])
+# Beside the commit-based lag: offsets are committed a whole block at a time (docs/architecture.md),
+# so while the stream pauses up to one block per partition stays uncommitted although it is read,
+# counted and stored. This one is what the worker has not read yet.
+UNREAD = Gauge("aipulse_worker_unread_offsets", "Log end offset minus the next offset the worker reads, per partition",
+               ["partition"])
 ACKED_OFFSET = Gauge("aipulse_worker_acked_offset", "Highest offset acked (committable) per partition", ["partition"])
 LATE = Counter("aipulse_worker_late_events", "Events behind the watermark by more than the allowed lateness")
 ORPHANED = Counter("aipulse_worker_orphaned_events", "Feedback and evaluations whose interaction is unknown or expired")

@@ -3,7 +3,8 @@ last batch's writes and acks them without waiting for a next record (sources/kaf
 
 Before this was fixed, the batch that completed a block was acked only when another record
 arrived: a paused stream kept its consumer lag and committed nothing, and a worker restarted
-then replayed the whole block (seen as the ClickHouse-outage test's missing first commit)."""
+then replayed the whole block (seen as the ClickHouse-outage test's missing first commit).
+The worker's /metrics then say the same: nothing unread, the open block's records uncommitted."""
 from __future__ import annotations
 
 import uuid
@@ -36,5 +37,9 @@ def test_a_paused_stream_commits_its_last_complete_block(stack_settings, kafka_b
         except BaseException:
             print("--- worker log (last lines)\n" + tail(worker.info["log"], 60))
             raise
+        # Its lag gauges: nothing left unread; one offset (the open block's record) uncommitted.
+        wait_for(lambda: worker.metric("aipulse_worker_unread_offsets") == 0
+                 and worker.metric("aipulse_worker_consumer_lag") == 1, timeout=10,
+                 what="unread 0 and uncommitted 1 on the worker's /metrics")
     finally:
         worker.stop()

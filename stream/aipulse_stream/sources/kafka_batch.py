@@ -295,6 +295,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if upto is None:
                 upto = self._ack_next.get(tp, 0) - 1
             m.CONSUMER_LAG.labels(str(p)).set(max(0, hw - (upto + 1)))
+            read = self._read_offset[tp]
+            if read is not None:
+                m.UNREAD.labels(str(p)).set(max(0, hw - read))
 
 
 class LeaseConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
