@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything aipulse needs on a fresh machine, idempotently:
-#   - Debian packages (Java runtime, Maven, Alertmanager, Prometheus' promtool, Chromium for
+#   - Debian packages (Java runtime, Maven, Alertmanager, Prometheus (with promtool), Chromium for
 #     the report test) when missing,
 #   - a Python 3.11 virtualenv in .venv with the project, its server and test extras,
 #   - the Kafka broker jars from Maven Central into .cache/kafka-jars.
@@ -39,7 +39,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 if [ -f scripts/install-system-deps.sh ]; then
-  run "system packages (Alertmanager, promtool, Chromium)" \
+  run "system packages (Alertmanager, Prometheus with promtool, Chromium)" \
     "installing the system packages failed: run scripts/install-system-deps.sh as root" \
     bash scripts/install-system-deps.sh
 fi
