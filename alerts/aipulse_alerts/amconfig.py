@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Mapping
 
 import yaml
+from aipulse_stream.config import ENV_PREFIX, AlertsConfig
 
 from .rules import RuleSet, RulesError, Severity, load_rules, rules_path
 
@@ -60,9 +61,8 @@ INFO_REPEAT = "24h"
 RESOLVE_TIMEOUT = "5m"
 
 # Every variable receivers_from_env reads (docker-compose.yml passes exactly these).
-RECEIVER_VARS = tuple("AIPULSE_ALERT_" + n for n in (
-    "WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SLACK_CHANNEL", "EMAIL_TO", "EMAIL_FROM",
-    "SMTP_SMARTHOST", "SMTP_USERNAME", "SMTP_PASSWORD"))
+RECEIVER_VARS = tuple(ENV_PREFIX + name.upper() for name in AlertsConfig.model_fields
+                      if name.startswith("alert_") and name != "alert_rules")
 NO_RECEIVER = ("no alert receiver: set AIPULSE_ALERT_WEBHOOK_URL, AIPULSE_ALERT_SLACK_WEBHOOK_URL, "
                "or AIPULSE_ALERT_EMAIL_TO with AIPULSE_ALERT_SMTP_SMARTHOST")
 
@@ -72,32 +72,28 @@ class NoReceiverError(ValueError):
 
 
 def receivers_from_env(env: Mapping[str, str] | None = None) -> dict:
-    """The receiver's integrations from AIPULSE_ALERT_* variables (empty = unset)."""
-    env = os.environ if env is None else env
-
-    def get(name: str) -> str | None:
-        v = env.get("AIPULSE_ALERT_" + name, "").strip()
-        return v or None
-
+    """The receiver's integrations from AIPULSE_ALERT_* variables (empty = unset), read and
+    validated by :class:`aipulse_stream.config.AlertsConfig`, where they are defined."""
+    c = AlertsConfig.from_env(env)
     receiver: dict = {"name": RECEIVER}
-    if get("WEBHOOK_URL"):
-        receiver["webhook_configs"] = [{"url": get("WEBHOOK_URL"), "send_resolved": True}]
-    if get("SLACK_WEBHOOK_URL"):
-        slack = {"api_url": get("SLACK_WEBHOOK_URL"), "send_resolved": True,
+    if c.alert_webhook_url:
+        receiver["webhook_configs"] = [{"url": c.alert_webhook_url, "send_resolved": True}]
+    if c.alert_slack_webhook_url:
+        slack = {"api_url": c.alert_slack_webhook_url, "send_resolved": True,
                  "title": '{{ .Status | toUpper }}: {{ .CommonLabels.alertname }}',
                  "text": '{{ range .Alerts }}{{ .Annotations.summary }}\n'
                          'Runbook: {{ .Annotations.runbook }}\n{{ end }}'}
-        if get("SLACK_CHANNEL"):
-            slack["channel"] = get("SLACK_CHANNEL")
+        if c.alert_slack_channel:
+            slack["channel"] = c.alert_slack_channel
         receiver["slack_configs"] = [slack]
-    if get("EMAIL_TO"):
-        if not get("SMTP_SMARTHOST"):
+    if c.alert_email_to:
+        if not c.alert_smtp_smarthost:
             raise ValueError("AIPULSE_ALERT_EMAIL_TO needs AIPULSE_ALERT_SMTP_SMARTHOST (host:port)")
-        email = {"to": get("EMAIL_TO"), "smarthost": get("SMTP_SMARTHOST"), "send_resolved": True,
-                 "from": get("EMAIL_FROM") or "aipulse@localhost"}
-        if get("SMTP_USERNAME"):
-            email["auth_username"] = get("SMTP_USERNAME")
-            email["auth_password"] = get("SMTP_PASSWORD") or ""
+        email = {"to": c.alert_email_to, "smarthost": c.alert_smtp_smarthost, "send_resolved": True,
+                 "from": c.alert_email_from or "aipulse@localhost"}
+        if c.alert_smtp_username:
+            email["auth_username"] = c.alert_smtp_username
+            email["auth_password"] = c.alert_smtp_password or ""
         receiver["email_configs"] = [email]
     return receiver
 
