@@ -33,7 +33,6 @@ wait longest and repeat once a day. One route per severity the rule file uses.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
