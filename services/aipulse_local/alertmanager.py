@@ -21,26 +21,22 @@ it (``http://aipulse:<password>@127.0.0.1:port``): the worker's notifier and
 """
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from aipulse_alerts import basic_auth, webconfig
+from aipulse_alerts import basic_auth
 from aipulse_alerts.amconfig import receivers_from_env
 from aipulse_alerts.amconfig import write as write_am_config
 
-from .process import StackError, free_port, spawn, wait_until
+from . import authed_server
+from .process import StackError
 from .state import StackState, pid_alive
 
 BINARY = "prometheus-alertmanager"
 INSTALL_HINT = "install prometheus-alertmanager (apt-get install prometheus-alertmanager)"
-START_TIMEOUT_S = 30
-USER = webconfig.DEFAULT_USER
-PASSWORD_FILE = "web-password"     # under the Alertmanager's home, 0600
-WEB_CONFIG_FILE = "web.yml"
+PASSWORD_FILE = authed_server.PASSWORD_FILE  # where its password is kept (tests read it)
 
 
 def binary() -> str | None:
@@ -59,28 +55,9 @@ def write_config(settings, home: Path, webhook_url: str | None = None, **kwargs)
     return write_am_config(home / "alertmanager.yml", _receiver(settings, webhook_url), **kwargs)
 
 
-def stack_password(home: Path) -> str:
-    """The password of this Alertmanager: read from ``home``, or generated there (0600) once."""
-    path = Path(home) / PASSWORD_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_hex(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # owner-only from the first byte
-    with os.fdopen(fd, "w") as f:
-        f.write(password)
-    return password
-
-
 def healthy(url: str, timeout: float = 1.0) -> bool:
     """``GET /-/healthy`` with the credential carried by ``url``."""
-    try:
-        with urllib.request.urlopen(basic_auth.request(url.rstrip("/") + "/-/healthy"), timeout=timeout) as r:
-            return 200 <= r.status < 300
-    except Exception:
-        return False
+    return authed_server.probe(url, "/-/healthy", timeout)
 
 
 def start(settings, home: Path | None = None, webhook_url: str | None = None, port: int = 0,
@@ -93,17 +70,10 @@ def start(settings, home: Path | None = None, webhook_url: str | None = None, po
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     cfg = write_config(settings, home, webhook_url, **config_kwargs)
-    password = stack_password(home)
-    web = webconfig.write(home / WEB_CONFIG_FILE, USER, password)
-    port = port or free_port()
-    address = f"127.0.0.1:{port}"
-    url = f"http://{USER}:{password}@{address}"
-    log_path = home / f"{name}.log"
-    pid = spawn([exe, f"--config.file={cfg}", f"--web.config.file={web}", f"--storage.path={data}",
-                 f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=warn"], log_path)
-    wait_until(lambda: healthy(url), START_TIMEOUT_S, pid, name, log_path)
-    info = {"pid": pid, "address": address, "url": url, "log": str(log_path), "config": str(cfg),
-            "web_config": str(web), "kind": "alertmanager"}
+    info = authed_server.launch(home, name, "alertmanager", "/-/healthy", lambda address, web: [
+        exe, f"--config.file={cfg}", f"--web.config.file={web}", f"--storage.path={data}",
+        f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=warn"], port=port)
+    info["config"] = str(cfg)
     if record:
         StackState(settings.state_dir).put(name, **info)
     return info

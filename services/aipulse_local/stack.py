@@ -16,7 +16,6 @@ import os
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Callable
 
 from aipulse_stream.config import EVENTS_TOPIC_CONFIG, Settings
@@ -27,7 +26,7 @@ from .clickhouse import ping, start_clickhouse
 from .credentials import CredentialsError, credentials_path, load_credentials
 from .kafka import _ready as kafka_ready
 from .kafka import ensure_topics, start_kafka
-from .process import StackError, free_port, http_ok, spawn, stop_pid, wait_until
+from .process import StackError, free_port, spawn, stop_pid, wait_until
 from .state import StackState, pid_alive, same_process
 
 WORKER_START_TIMEOUT_S = 90
